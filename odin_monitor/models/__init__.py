@@ -1,0 +1,23 @@
+"""Reference classifiers shipped with odin-monitor (architectures only, no weights)."""
+
+from odin_monitor.models.cifar_resnet import (
+    CIFAR10_CLASSES,
+    CIFAR_RESNET_NORMALIZATION,
+    CifarResNet,
+    cifar_resnet,
+    resnet20,
+    resnet32,
+    resnet44,
+    resnet56,
+)
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR_RESNET_NORMALIZATION",
+    "CifarResNet",
+    "cifar_resnet",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+]

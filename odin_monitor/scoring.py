@@ -1,0 +1,407 @@
+"""ODIN scoring as pure tensor functions.
+
+The paper's recipe (Liang, Li & Srikant, ICLR 2018), for a classifier ``f``:
+
+* ``S(x; T) = max_i softmax(f(x) / T)_i``, the temperature-scaled max softmax;
+* ``ŷ = argmax f(x)`` on the *unperturbed* logits;
+* ``x̃ = x - ε · sign(∇ₓ CE(f(x) / T, ŷ))``: since ``CE = -log S(x; T)``, the step
+  raises the score; ε is in pixel units of images in [0, 1], so with a
+  normalisation ``(x - μ) / σ`` the step seen by the network is ``ε / σ`` per channel;
+* ``score = S(x̃; T)``: higher means more in-distribution.
+
+Score convention, kept everywhere in this library: **higher = more in-distribution**.
+
+Sign of a zero gradient: ``sign(0) = 0``, so a pixel the loss does not depend on
+is not moved. (The authors' released code used ``ge(grad, 0)``, which moves such
+pixels by ``-ε``; with real images and models exact zeros are rare, and where they
+occur the pixel has no first-order effect on the score.)
+
+The scores are computed from logits with ``logsumexp`` in float64 (float32 on
+devices without float64). Besides ``S`` we return a monotone, well-spread form for
+reports, ``spread_score = T · log(K · S)``: at ``T = 1000`` with ``K = 10`` classes
+``S`` crowds into about ``[0.1000, 0.1021]`` and collapses in low precision, while
+``T · log(K · S)`` tends to ``max_i f_i - mean_i f_i`` and ranks images identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odin_monitor.errors import InputValidationError
+from odin_monitor.normalization import Normalization, normalize
+
+__all__ = [
+    "OdinScores",
+    "grid_scores",
+    "input_gradient_sign",
+    "log_max_softmax",
+    "max_softmax",
+    "model_device",
+    "model_logits",
+    "odin_scores",
+    "perturb",
+    "scoring_mode",
+    "spread_score",
+]
+
+ProgressCallback = Callable[[int], None]
+
+
+def _stat_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def log_max_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log S(x; T)`` computed stably from logits.
+
+    Args:
+        logits: Shape ``(N, K)``.
+        temperature: ``T > 0``.
+
+    Returns:
+        Shape ``(N,)``, in the dtype of ``logits``.
+
+    Example:
+        >>> log_max_softmax(torch.tensor([[0.0, 0.0]]), 1.0).exp().item()
+        0.5
+    """
+    z = logits / temperature
+    return z.max(dim=1).values - torch.logsumexp(z, dim=1)
+
+
+def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``S(x; T) = max_i softmax(logits / T)_i``, computed in float64.
+
+    Args:
+        logits: Shape ``(N, K)``.
+        temperature: ``T > 0``; ``T = 1`` is the MSP baseline.
+
+    Returns:
+        Shape ``(N,)``, float64 (float32 on MPS).
+
+    Example:
+        >>> round(max_softmax(torch.tensor([[2.0, 0.0]])).item(), 4)
+        0.8808
+    """
+    wide = logits.to(_stat_dtype(logits.device))
+    return log_max_softmax(wide, temperature).exp()
+
+
+def spread_score(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Monotone, well-spread form of the ODIN score: ``T · log(K · S(x; T))``.
+
+    It lies in ``[0, T · log K]``, orders images exactly as ``S`` does for a given
+    ``T`` and ``K``, and for large ``T`` tends to ``max_i f_i - mean_i f_i``.
+
+    Args:
+        logits: Shape ``(N, K)``.
+        temperature: ``T > 0``.
+
+    Returns:
+        Shape ``(N,)``, float64 (float32 on MPS).
+
+    Example:
+        >>> spread_score(torch.tensor([[1.0, 1.0, 1.0]]), 1000.0).item()
+        0.0
+    """
+    wide = logits.to(_stat_dtype(logits.device))
+    k = wide.shape[1]
+    return temperature * (log_max_softmax(wide, temperature) + math.log(k))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU if it has none)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _set_eval(model: nn.Module) -> None:
+    # torch.export's ExportedProgram.module() refuses .eval()/.train(): it was
+    # captured in a fixed mode (eval for our archives), so there is nothing to set.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        model.eval()
+
+
+def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+@contextlib.contextmanager
+def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put a model in eval mode with frozen parameters, then restore it exactly.
+
+    Inside, every submodule is in eval mode (so a batch scores exactly as its
+    images would one by one) and no parameter requires a gradient (gradients flow
+    to the input only). On exit, train/eval flags, ``requires_grad`` flags and
+    ``.grad`` tensors are put back as they were, even on error.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> with scoring_mode(net):
+        ...     net.training
+        False
+        >>> net.training, net[0].weight.requires_grad
+        (True, True)
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        _set_eval(model)
+        for p, _, _ in params:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        _set_modes(modes)
+        for p, requires_grad, grad in params:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+
+
+def _autocast(
+    device: torch.device, mixed_precision: bool
+) -> contextlib.AbstractContextManager[None]:
+    if not mixed_precision:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if device.type in ("cpu", "cuda") else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def model_logits(
+    model: nn.Module, x: torch.Tensor, normalization: Normalization | None
+) -> torch.Tensor:
+    """``f(normalize(x))`` as float32, checked to be logits of shape ``(N, K)``, ``K >= 2``."""
+    out = model(normalize(x, normalization))
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputValidationError(
+            f"Expected the model to map images (N, C, H, W) to logits (N, K), but for input "
+            f"{tuple(x.shape)} it returned {shape}."
+        )
+    if out.shape[1] < 2:
+        raise InputValidationError(
+            f"Expected logits for at least 2 classes, but the model returned {out.shape[1]}."
+        )
+    return out.float()
+
+
+def input_gradient_sign(
+    logits: torch.Tensor, x: torch.Tensor, temperature: float, *, retain_graph: bool = False
+) -> torch.Tensor:
+    """``sign(∇ₓ CE(f(x) / T, ŷ))`` with ``ŷ = argmax f(x)``.
+
+    Args:
+        logits: ``f(x)``, shape ``(N, K)``, still attached to the graph of ``x``.
+        x: The leaf input (pixels) that requires grad, shape ``(N, C, H, W)``.
+        temperature: ``T > 0``.
+        retain_graph: Keep the graph for another temperature.
+
+    Returns:
+        Tensor of -1, 0 or +1 with the shape of ``x``; 0 where the gradient is exactly 0.
+    """
+    predicted = logits.detach().argmax(dim=1)
+    # reduction="sum": each image's gradient is its own (eval mode), never scaled by 1/N.
+    loss = F.cross_entropy(logits.float() / temperature, predicted, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x, retain_graph=retain_graph)
+    return torch.sign(grad)
+
+
+def perturb(x: torch.Tensor, grad_sign: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """The ODIN step ``x̃ = x - ε · sign(∇ₓ(-log S))`` in pixel units (no clipping).
+
+    Example:
+        >>> sign = torch.tensor([[[[1.0, -1.0]]]])
+        >>> perturb(torch.zeros(1, 1, 1, 2), sign, 0.5).flatten().tolist()
+        [-0.5, 0.5]
+    """
+    return x - epsilon * grad_sign
+
+
+@dataclass(frozen=True)
+class OdinScores:
+    """Everything one ODIN pass yields, per image. All tensors have shape ``(N,)``.
+
+    Attributes:
+        odin_score: The paper's ``S(x̃; T)``; higher = more in-distribution.
+        spread_score: ``T · log(K · S(x̃; T))``, monotone in ``odin_score``, for reports.
+        msp: ``S(x; 1)``, the unperturbed max softmax (the MSP baseline).
+        predicted_class: ``argmax f(x)`` of the unperturbed pass.
+    """
+
+    odin_score: torch.Tensor
+    spread_score: torch.Tensor
+    msp: torch.Tensor
+    predicted_class: torch.Tensor
+
+
+def _chunks(n: int, batch_size: int | None) -> Iterator[slice]:
+    step = n if batch_size is None else batch_size
+    if step < 1:
+        raise InputValidationError(f"Expected `batch_size` >= 1, but got {batch_size}.")
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
+def _check_hyper(temperature: float, epsilon: float) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise InputValidationError(f"Expected `temperature` > 0, but got {temperature}.")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise InputValidationError(
+            f"Expected `epsilon` >= 0 in pixel units of [0, 1] images, but got {epsilon}."
+        )
+
+
+def odin_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    temperature: float,
+    epsilon: float,
+    normalization: Normalization | None,
+    batch_size: int | None = None,
+    mixed_precision: bool = False,
+    device: torch.device | str | None = None,
+    progress: ProgressCallback | None = None,
+) -> OdinScores:
+    """Score a batch with ODIN; the MSP baseline and predicted class come with it.
+
+    One pass per chunk: a forward with the input attached to the graph, an
+    input-only backward (skipped when ``epsilon == 0``), and a forward on the
+    perturbed input. Runs in eval mode with gradients enabled even under
+    ``torch.no_grad()`` or ``torch.inference_mode()``; the model comes back untouched.
+
+    Args:
+        model: Any module mapping ``(N, C, H, W)`` to logits ``(N, K)``.
+        x: Raw pixels in [0, 1], shape ``(N, C, H, W)``, float. Not validated here:
+            public callers validate with :func:`odin_monitor.validation.as_image_tensor`.
+        temperature: ``T > 0``.
+        epsilon: ``ε >= 0`` in pixel units.
+        normalization: The model's input normalisation, or ``None`` when it takes raw
+            pixels (must be said explicitly).
+        batch_size: Images per chunk, to cap memory; ``None`` = all at once.
+        mixed_precision: Run the model under autocast (bf16 on CPU/CUDA); the
+            perturbation and the final softmax stay in float32/float64.
+        device: Where to compute; default the model's device. Results come back on CPU.
+        progress: Called with the number of images finished after each chunk.
+
+    Returns:
+        :class:`OdinScores` with CPU tensors of shape ``(N,)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 4))
+        >>> out = odin_scores(net, torch.rand(5, 3, 2, 2), temperature=1000.0,
+        ...                   epsilon=0.0014, normalization=None)
+        >>> out.odin_score.shape, bool((out.odin_score >= 0.25).all())
+        (torch.Size([5]), True)
+    """
+    _check_hyper(temperature, epsilon)
+    dev = torch.device(device) if device is not None else model_device(model)
+    parts: list[tuple[torch.Tensor, ...]] = []
+    with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
+        for sl in _chunks(x.shape[0], batch_size):
+            xb = x[sl].to(dev, dtype=torch.float32).clone().requires_grad_(epsilon > 0)
+            with _autocast(dev, mixed_precision):
+                logits0 = model_logits(model, xb, normalization)
+            if epsilon > 0:
+                sign = input_gradient_sign(logits0, xb, temperature)
+                with torch.no_grad(), _autocast(dev, mixed_precision):
+                    logits = model_logits(model, perturb(xb.detach(), sign, epsilon), normalization)
+            else:
+                logits = logits0.detach()
+            logits0 = logits0.detach()
+            parts.append(
+                (
+                    max_softmax(logits, temperature).cpu(),
+                    spread_score(logits, temperature).cpu(),
+                    max_softmax(logits0, 1.0).cpu(),
+                    logits0.argmax(dim=1).cpu(),
+                )
+            )
+            if progress is not None:
+                progress(sl.stop - sl.start)
+    cols = list(zip(*parts, strict=True))
+    return OdinScores(*(torch.cat(col) for col in cols))
+
+
+def grid_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    temperatures: Sequence[float],
+    epsilons: Sequence[float],
+    normalization: Normalization | None,
+    batch_size: int | None = None,
+    mixed_precision: bool = False,
+    device: torch.device | str | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """ODIN scores ``S(x̃; T)`` for every pair of a ``T × ε`` grid, sharing work.
+
+    Per chunk: **one** forward with the graph kept, **one** input-only backward per
+    ``T`` (every ``ε`` reuses that gradient sign), one no-grad forward per ``(T, ε > 0)``;
+    ``ε = 0`` for every ``T`` comes from the single unperturbed forward. The result
+    equals calling :func:`odin_scores` once per pair.
+
+    Args:
+        model: Any module mapping ``(N, C, H, W)`` to logits ``(N, K)``.
+        x: Raw pixels in [0, 1], shape ``(N, C, H, W)``.
+        temperatures: The ``T`` values, each > 0.
+        epsilons: The ``ε`` values, each >= 0, pixel units.
+        normalization: As in :func:`odin_scores`.
+        batch_size: Images per chunk.
+        mixed_precision: As in :func:`odin_scores`.
+        device: As in :func:`odin_scores`.
+        progress: Called with the number of images finished after each chunk.
+
+    Returns:
+        float64 CPU tensor of shape ``(len(temperatures), len(epsilons), N)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> grid_scores(net, torch.rand(6, 1, 2, 2), temperatures=[1, 1000],
+        ...             epsilons=[0.0, 0.002], normalization=None).shape
+        torch.Size([2, 2, 6])
+    """
+    if not temperatures or not epsilons:
+        raise InputValidationError("Expected at least one temperature and one epsilon.")
+    for t in temperatures:
+        for e in epsilons:
+            _check_hyper(float(t), float(e))
+    dev = torch.device(device) if device is not None else model_device(model)
+    need_grad = any(e > 0 for e in epsilons)
+    out = torch.empty(len(temperatures), len(epsilons), x.shape[0], dtype=torch.float64)
+    with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
+        for sl in _chunks(x.shape[0], batch_size):
+            xb = x[sl].to(dev, dtype=torch.float32).clone().requires_grad_(need_grad)
+            with _autocast(dev, mixed_precision):
+                logits0 = model_logits(model, xb, normalization)
+            for i, t in enumerate(temperatures):
+                t = float(t)
+                sign = None
+                if need_grad:
+                    sign = input_gradient_sign(
+                        logits0, xb, t, retain_graph=i < len(temperatures) - 1
+                    )
+                for j, e in enumerate(epsilons):
+                    e = float(e)
+                    if e == 0 or sign is None:
+                        logits = logits0.detach()
+                    else:
+                        with torch.no_grad(), _autocast(dev, mixed_precision):
+                            logits = model_logits(
+                                model, perturb(xb.detach(), sign, e), normalization
+                            )
+                    out[i, j, sl] = max_softmax(logits, t).cpu().double()
+            if progress is not None:
+                progress(sl.stop - sl.start)
+    return out

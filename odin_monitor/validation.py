@@ -1,0 +1,125 @@
+"""Checks that turn user images into a trusted float tensor ``(N, C, H, W)``.
+
+Every public entry point that takes images goes through :func:`as_image_tensor`,
+so a bad batch fails loudly with the index of the first offending image instead
+of producing a silently wrong score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from odin_monitor.errors import InputValidationError
+
+__all__ = ["as_image_tensor", "check_tpr_target"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def as_image_tensor(
+    x: Any,
+    name: str = "x",
+    *,
+    channels: int | None = None,
+    image_shape: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Validate a batch of raw pixels and return it as a float32 tensor.
+
+    Args:
+        x: Float tensor or array ``(N, C, H, W)`` of raw pixels in [0, 1]
+            (before normalisation).
+        name: How the argument is called in error messages.
+        channels: If given, the required ``C``.
+        image_shape: If given, the required ``(C, H, W)``.
+
+    Returns:
+        A float32 tensor on the same device as ``x`` (CPU for arrays). It shares
+        memory with ``x`` where no conversion was needed; it is never modified.
+
+    Raises:
+        InputValidationError: Wrong type, dtype, rank, channel count or shape; an
+            empty batch; NaN or inf; values outside [0, 1].
+
+    Example:
+        >>> as_image_tensor(np.zeros((2, 3, 4, 4), dtype=np.float32)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputValidationError(
+                f"Expected `{name}` to hold floats in [0, 1], but got an array of dtype {x.dtype}. "
+                "Convert uint8 images with odin_monitor.data.to_float_nchw (divides by 255)."
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(x))
+    elif isinstance(x, torch.Tensor):
+        if x.dtype not in _FLOAT_DTYPES:
+            raise InputValidationError(
+                f"Expected `{name}` to be a float tensor with pixels in [0, 1], but got dtype "
+                f"{x.dtype}. Convert uint8 images with `x.float() / 255`."
+            )
+        tensor = x.detach()
+    else:
+        raise InputValidationError(
+            f"Expected `{name}` to be a torch.Tensor or numpy.ndarray of shape (N, C, H, W), "
+            f"but got {type(x).__name__}."
+        )
+    if tensor.ndim != 4:
+        raise InputValidationError(
+            f"Expected `{name}` to have shape (N, C, H, W), but got {tuple(tensor.shape)} "
+            f"(rank {tensor.ndim}). Add a batch axis with x[None] for a single image; "
+            "channels-last (N, H, W, C) arrays go through odin_monitor.data.to_float_nchw."
+        )
+    if tensor.shape[0] == 0:
+        raise InputValidationError(
+            f"Expected `{name}` to hold at least one image, but it is empty."
+        )
+    if channels is not None and tensor.shape[1] != channels:
+        raise InputValidationError(
+            f"Expected `{name}` to have {channels} channels, but got shape {tuple(tensor.shape)}."
+        )
+    if image_shape is not None and tuple(tensor.shape[1:]) != tuple(image_shape):
+        raise InputValidationError(
+            f"Expected `{name}` images of shape {tuple(image_shape)} (C, H, W), but got "
+            f"{tuple(tensor.shape[1:])}."
+        )
+    tensor = tensor.float()
+    finite = torch.isfinite(tensor).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        raise InputValidationError(
+            f"Expected finite pixels in `{name}`, but image {bad} holds NaN or inf."
+        )
+    flat = tensor.flatten(1)
+    in_range = ((flat >= 0) & (flat <= 1)).all(dim=1)
+    if not bool(in_range.all()):
+        bad = int((~in_range).nonzero()[0, 0])
+        lo, hi = float(flat[bad].min()), float(flat[bad].max())
+        raise InputValidationError(
+            f"Expected raw pixels in [0, 1] in `{name}` (before normalisation), but image {bad} "
+            f"spans [{lo:.4g}, {hi:.4g}]. Pass unnormalised images; the detector normalises."
+        )
+    return tensor
+
+
+def check_tpr_target(tpr_target: float) -> float:
+    """Validate a true-positive-rate target in (0, 1) and return it as a float.
+
+    Example:
+        >>> check_tpr_target(0.95)
+        0.95
+    """
+    try:
+        value = float(tpr_target)
+    except (TypeError, ValueError) as err:
+        raise InputValidationError(
+            f"Expected `tpr_target` to be a number in (0, 1), but got {tpr_target!r}."
+        ) from err
+    if not 0.0 < value < 1.0:
+        raise InputValidationError(
+            f"Expected `tpr_target` in (0, 1) (0.95 keeps 95% of in-distribution images), "
+            f"but got {value}."
+        )
+    return value
