@@ -1,0 +1,144 @@
+"""Calibration: the shared-gradient grid chooses exactly what a naive loop chooses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from odin_monitor import (
+    PAPER_EPSILONS,
+    PAPER_TEMPERATURES,
+    CalibrationError,
+    CalibrationRecord,
+    InputValidationError,
+    Normalization,
+    OdinDetector,
+    calibrate,
+)
+from odin_monitor.calibration import GridPoint, select_best
+from odin_monitor.synthetic import gaussian_noise, uniform_noise
+from tests.helpers import make_smooth_net
+
+NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def test_paper_grid():
+    assert PAPER_TEMPERATURES == (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+    assert len(PAPER_EPSILONS) == 21 and PAPER_EPSILONS[0] == 0.0 and PAPER_EPSILONS[-1] == 0.004
+    np.testing.assert_allclose(np.diff(PAPER_EPSILONS), 0.0002)
+    assert 0.0014 in PAPER_EPSILONS
+
+
+def test_choice_equals_naive_210_pair_loop():
+    g = torch.Generator().manual_seed(5)
+    x_id = torch.rand(40, 3, 6, 6, generator=g) * 0.5 + 0.25
+    x_ood = torch.rand(40, 3, 6, 6, generator=g)
+    net = make_smooth_net(seed=2)
+    res = calibrate(net, x_id, x_ood, normalization=NORM, batch_size=16)
+    assert len(res.grid) == 210
+
+    naive = []
+    for t in PAPER_TEMPERATURES:
+        for e in PAPER_EPSILONS:
+            det = OdinDetector(net, temperature=t, epsilon=e, normalization=NORM, batch_size=16)
+            s_in, s_out = det.score_samples(x_id), det.score_samples(x_ood)
+            delta = np.sort(s_in)[::-1][int(np.ceil(0.95 * len(s_in) - 1e-9)) - 1]
+            fpr = float(np.mean(s_out >= delta))
+            y = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
+            auroc = float(roc_auc_score(y, np.r_[s_in, s_out]))
+            naive.append((fpr, -auroc, float(t), float(e)))
+    best = min(naive)
+    assert (res.record.temperature, res.record.epsilon) == (best[2], best[3])
+    got = [
+        (p.metrics["fpr_at_tpr"], -p.metrics["auroc"], p.temperature, p.epsilon) for p in res.grid
+    ]
+    np.testing.assert_allclose(np.array(got), np.array(naive), rtol=0, atol=1e-12)
+    # δ is the detector's own threshold on the ID validation set at the chosen pair.
+    det = OdinDetector(
+        net, temperature=best[2], epsilon=best[3], normalization=NORM, batch_size=16
+    ).fit(x_id)
+    assert res.detector.threshold_ == det.threshold_ == res.record.threshold
+
+
+def test_without_ood_data_uses_seeded_synthetic_sets():
+    x_id = torch.rand(30, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    kw = {"normalization": NORM, "temperatures": [1, 1000], "epsilons": [0.0, 0.002], "seed": 7}
+    a = calibrate(make_smooth_net(), x_id, **kw)
+    b = calibrate(make_smooth_net(), x_id, **kw)
+    names = [(s.role, s.name, s.synthetic, s.seed, s.n_images) for s in a.record.sources]
+    assert names == [
+        ("in_distribution", "in_distribution", False, None, 30),
+        ("ood", "gaussian", True, 7, 15),
+        ("ood", "uniform", True, 8, 15),
+    ]
+    assert a.record.sources[1].sha256 == b.record.sources[1].sha256
+    from odin_monitor.record import content_sha256
+
+    assert a.record.sources[1].sha256 == content_sha256(gaussian_noise(15, (3, 6, 6), 7))
+    assert a.record.sources[2].sha256 == content_sha256(uniform_noise(15, (3, 6, 6), 8))
+    assert "synthetic" in a.record.selection
+    np.testing.assert_array_equal(a.id_scores, b.id_scores)
+
+
+def test_record_metrics_and_round_trip():
+    g = torch.Generator().manual_seed(1)
+    x_id, x_ood = torch.rand(30, 3, 6, 6, generator=g), torch.rand(20, 3, 6, 6, generator=g)
+    res = calibrate(
+        make_smooth_net(),
+        x_id,
+        {"a": x_ood[:10], "b": x_ood[10:]},
+        normalization=NORM,
+        temperatures=[1, 10],
+        epsilons=[0.0, 0.001],
+    )
+    rec = res.record
+    assert [s.name for s in rec.sources[1:]] == ["a", "b"]
+    for key in ("fpr_at_tpr", "detection_error", "auroc", "aupr_in", "aupr_out", "msp_fpr_at_tpr"):
+        assert 0.0 <= rec.metrics[key] <= 1.0
+    assert rec.metrics["fpr_at_tpr"] == res.best.metrics["fpr_at_tpr"]
+    assert CalibrationRecord.from_json(rec.to_json()) == rec
+    frame = res.grid_frame()
+    assert len(frame) == 4 and int(frame["chosen"].sum()) == 1
+    assert res.metric_matrix("auroc").shape == (2, 2)
+
+
+def test_selection_tie_breaks():
+    pts = [
+        GridPoint(10.0, 0.001, {"fpr_at_tpr": 0.2, "auroc": 0.9}),
+        GridPoint(1.0, 0.002, {"fpr_at_tpr": 0.2, "auroc": 0.9}),
+        GridPoint(1.0, 0.001, {"fpr_at_tpr": 0.2, "auroc": 0.9}),
+        GridPoint(100.0, 0.0, {"fpr_at_tpr": 0.2, "auroc": 0.95}),
+    ]
+    assert select_best(pts) is pts[3]
+    assert select_best(pts[:3]) is pts[2]
+    with pytest.raises(CalibrationError):
+        select_best([])
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"temperatures": []}, "at least one"),
+        ({"temperatures": [0.0]}, "> 0"),
+        ({"epsilons": [-0.1]}, ">= 0"),
+        ({"epsilons": [0.001, 0.001]}, "distinct"),
+        ({"tpr_target": 0}, "tpr_target"),
+    ],
+)
+def test_bad_grid(kw, match):
+    with pytest.raises(InputValidationError, match=match):
+        calibrate(make_smooth_net(), torch.rand(4, 3, 6, 6), normalization=NORM, **kw)
+
+
+def test_ood_shape_must_match():
+    with pytest.raises(InputValidationError, match=r"x_ood_val\['ood_validation'\]"):
+        calibrate(
+            make_smooth_net(),
+            torch.rand(4, 3, 6, 6),
+            torch.rand(4, 3, 8, 8),
+            normalization=NORM,
+            temperatures=[1],
+            epsilons=[0.0],
+        )
