@@ -54,7 +54,7 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DataLoadError, match="found none"):
         load_folder(tmp_path)
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(DataLoadError, match="broken.png"):
+    with pytest.raises(DataLoadError, match=r"broken\.png"):
         load_folder(tmp_path)
     with pytest.raises(InputValidationError, match="fit="):
         load_folder(tmp_path, fit="stretch")

@@ -146,7 +146,7 @@ def test_bad_parameters_fail_at_fit(x_val):
         make(tpr_target=1.5).fit(x_val)
     with pytest.raises(InputValidationError, match="Normalization"):
         make(normalization=((0.5,), (0.2,))).fit(x_val)
-    with pytest.raises(InputValidationError, match="nn.Module"):
+    with pytest.raises(InputValidationError, match=r"nn\.Module"):
         OdinDetector("resnet", normalization=None).fit(x_val)
     with pytest.raises(TypeError):
         OdinDetector(make_smooth_net())  # normalisation must be explicit
