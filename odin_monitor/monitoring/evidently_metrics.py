@@ -1,0 +1,254 @@
+"""Custom Evidently 0.7 metrics: ``OdinOODRate`` and ``OdinOODRateByClass``.
+
+Evidently stores metrics by bare class name (``evidently:metric_v2:<ClassName>``),
+hence the distinctive ``Odin`` prefix.
+
+Loading snapshots in a fresh process (``evidently ui``): Evidently parses a saved
+snapshot into a ``SnapshotModel`` whose *polymorphic* fields (metric results,
+bound tests, widgets) must resolve through its type-alias registry
+(``evidently.pydantic_utils.TYPE_ALIASES``/``LOADED_TYPE_ALIASES``), while metric
+parameters are kept as plain dicts. Both metrics therefore return Evidently's
+built-in result types (``SingleValue``, ``ByLabelValue``) and attach their test
+results with a built-in bound test (``lte`` on the rate, the exact decision-rule
+equivalent of the binomial test), so snapshots load and the UI plots them even in
+a process that never imports this module. The classes themselves register
+their aliases on import (they are PolymorphicModel subclasses).
+
+Example:
+    >>> from evidently import Report
+    >>> report = Report([OdinOODRate(expected_rate=0.05, alpha=0.01)], include_tests=True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from evidently.core.datasets import Dataset
+from evidently.core.metric_types import (
+    ByLabelCalculation,
+    ByLabelMetric,
+    ByLabelValue,
+    MetricTestResult,
+    SingleValue,
+    SingleValueBoundTest,
+    SingleValueCalculation,
+    SingleValueMetric,
+)
+from evidently.core.report import Context
+from evidently.legacy.model.widget import BaseWidgetInfo
+from evidently.legacy.renderers.html_widgets import WidgetSize, plotly_figure
+from evidently.legacy.tests.base_test import TestStatus
+from evidently.tests import lte
+
+from odin_monitor.monitoring.stats import binomial_pvalue, critical_count
+
+#: Distinctive marker placed in widget titles (searchable in the HTML report).
+WIDGET_MARKER = "ODIN OOD monitor"
+
+
+def score_histogram(
+    title: str,
+    current: np.ndarray,
+    reference: np.ndarray | None,
+    threshold: float,
+    score_name: str,
+) -> BaseWidgetInfo:
+    """Plotly widget: reference vs current score histograms with δ marked.
+
+    Example:
+        >>> w = score_histogram("t", np.array([1.0, 2.0]), None, 1.5, "spread_score")
+        >>> w.type
+        'big_graph'
+    """
+    fig = go.Figure()
+    finite_cur = current[np.isfinite(current)]
+    if reference is not None:
+        finite_ref = reference[np.isfinite(reference)]
+        fig.add_trace(
+            go.Histogram(
+                x=finite_ref,
+                name="reference (in-distribution)",
+                histnorm="probability",
+                opacity=0.6,
+            )
+        )
+    fig.add_trace(
+        go.Histogram(x=finite_cur, name="current batch", histnorm="probability", opacity=0.6)
+    )
+    fig.add_vline(
+        x=float(threshold),
+        line_dash="dash",
+        line_color="red",
+        annotation_text=f"δ = {threshold:.6g} (OOD below)",
+    )
+    fig.update_layout(barmode="overlay", xaxis_title=score_name, yaxis_title="share of images")
+    return plotly_figure(title=f"{WIDGET_MARKER}: {title}", figure=fig, size=WidgetSize.FULL)
+
+
+def _scores(data: Dataset, column: str) -> np.ndarray:
+    return data.column(column).data.to_numpy(dtype=float)
+
+
+class OdinOODRate(SingleValueMetric):
+    """Share of the batch flagged OOD, tested against the expected rate.
+
+    Default test (with ``Report(..., include_tests=True)`` and no explicit
+    ``tests``): one-sided binomial test ``H0: rate <= expected_rate`` at level
+    ``alpha``; FAIL when ``p <= alpha``.
+
+    Example:
+        >>> OdinOODRate(expected_rate=0.05, alpha=0.01).alpha
+        0.01
+    """
+
+    column: str = "is_ood"
+    """Boolean OOD flag column."""
+    expected_rate: float = 0.05
+    """OOD rate on in-distribution traffic, ``1 - tpr_target``."""
+    alpha: float = 0.01
+    """Significance level of the binomial test."""
+    score_column: str = "spread_score"
+    """Score plotted in the widget."""
+    threshold: float = 0.0
+    """δ in ``score_column`` units, drawn on the histogram."""
+
+
+class OdinOODRateCalculation(SingleValueCalculation[OdinOODRate]):
+    """Computes :class:`OdinOODRate`."""
+
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> tuple[SingleValue, SingleValue | None]:
+        """Rate on current (and reference) data, widget and binomial test."""
+        m = self.metric
+        flags = current_data.column(m.column).data.to_numpy().astype(bool)
+        n, x = int(flags.size), int(flags.sum())
+        result = self.result(x / n)
+        ref_result = None
+        ref_scores = None
+        if reference_data is not None:
+            ref_flags = reference_data.column(m.column).data.to_numpy().astype(bool)
+            ref_result = self.result(float(ref_flags.mean()))
+            ref_scores = _scores(reference_data, m.score_column)
+        result.widget = [
+            score_histogram(
+                f"OOD rate {x}/{n} = {x / n:.3f} (expected {m.expected_rate:.3f})",
+                _scores(current_data, m.score_column),
+                ref_scores,
+                m.threshold,
+                m.score_column,
+            )
+        ]
+        if m.tests is None and context.configuration.include_tests:
+            result.set_tests([self._binomial_test(x, n)])
+        return result, ref_result
+
+    def _binomial_test(self, x: int, n: int) -> MetricTestResult:
+        m = self.metric
+        p = binomial_pvalue(x, n, m.expected_rate)
+        c = critical_count(n, m.expected_rate, m.alpha)
+        failed = p <= m.alpha
+        return MetricTestResult(
+            id="odin_ood_rate_binomial",
+            name="ODIN OOD rate: one-sided binomial test",
+            description=(
+                f"OOD rate {x / n:.4f} ({x}/{n}) vs expected {m.expected_rate:.4f}: "
+                f"p = {p:.3g} {'<=' if failed else '>'} alpha = {m.alpha:g} "
+                f"(fails from {c} flagged images)."
+            ),
+            metric_config=self.to_metric_config(),
+            test_config={
+                "alpha": m.alpha,
+                "expected_rate": m.expected_rate,
+                "p_value": p,
+                "critical_count": c,
+            },
+            status=TestStatus.FAIL if failed else TestStatus.SUCCESS,
+            # built-in, decision-equivalent bound test: rate <= (c - 1) / n <=> p > alpha
+            bound_test=SingleValueBoundTest(
+                test=lte((c - 1) / n).for_metric(), metric_fingerprint=m.metric_id
+            ),
+        )
+
+    def display_name(self) -> str:
+        """Title shown in reports."""
+        return f"ODIN OOD rate ({self.metric.column})"
+
+
+class OdinOODRateByClass(ByLabelMetric):
+    """OOD rate per predicted class (labels are the class indices).
+
+    Example:
+        >>> OdinOODRateByClass().class_column
+        'predicted_class'
+    """
+
+    column: str = "is_ood"
+    """Boolean OOD flag column."""
+    class_column: str = "predicted_class"
+    """Predicted class column."""
+    expected_rate: float = 0.05
+    """OOD rate on in-distribution traffic (drawn as a line)."""
+
+
+def _rates_by_class(data: Dataset, flag: str, cls: str) -> dict[Any, float]:
+    frame = pd.DataFrame(
+        {"f": data.column(flag).data.to_numpy().astype(bool), "c": data.column(cls).data.to_numpy()}
+    )
+    rates = frame.groupby("c")["f"].mean()
+    return {int(k): float(v) for k, v in rates.items()}
+
+
+class OdinOODRateByClassCalculation(ByLabelCalculation[OdinOODRateByClass]):
+    """Computes :class:`OdinOODRateByClass`."""
+
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> tuple[ByLabelValue, ByLabelValue | None]:
+        """Per-class rates on current (and reference) data with a bar widget."""
+        m = self.metric
+        cur = _rates_by_class(current_data, m.column, m.class_column)
+        ref = (
+            None
+            if reference_data is None
+            else _rates_by_class(reference_data, m.column, m.class_column)
+        )
+        result = self.result(cur)
+        ref_result = None if ref is None else self.result(ref)
+        fig = go.Figure()
+        if ref is not None:
+            fig.add_trace(
+                go.Bar(
+                    x=[str(k) for k in ref],
+                    y=list(ref.values()),
+                    name="reference (in-distribution)",
+                )
+            )
+        fig.add_trace(go.Bar(x=[str(k) for k in cur], y=list(cur.values()), name="current batch"))
+        fig.add_hline(
+            y=m.expected_rate,
+            line_dash="dash",
+            line_color="red",
+            annotation_text=f"expected {m.expected_rate:.3f}",
+        )
+        fig.update_layout(
+            barmode="group",
+            xaxis_title="predicted class",
+            yaxis_title="OOD rate",
+            xaxis_type="category",
+        )
+        result.widget = [
+            plotly_figure(
+                title=f"{WIDGET_MARKER}: OOD rate by predicted class",
+                figure=fig,
+                size=WidgetSize.FULL,
+            )
+        ]
+        return result, ref_result
+
+    def display_name(self) -> str:
+        """Title shown in reports."""
+        return "ODIN OOD rate by predicted class"

@@ -1,0 +1,148 @@
+"""Read batches from files: serving-log scores (CSV/Parquet) and image arrays (.npy/.npz).
+
+Serving logs only need ``odin_score``; the other columns are derived or filled:
+
+* ``is_ood``: ``odin_score < model.threshold`` when absent.
+* ``spread_score``: ``T·log(K·S)`` when ``model.temperature`` and
+  ``model.num_classes`` are set, else NaN (drift is then skipped).
+* ``msp``: NaN when absent; ``predicted_class``: ``-1`` (unknown) when absent.
+
+Example:
+    >>> import pandas as pd
+    >>> m = ModelRef("m", "1", "0" * 64, 0.5, 0.0, 0.95)
+    >>> complete_scores(pd.DataFrame({"odin_score": [0.4, 0.6]}), m)["is_ood"].tolist()
+    [True, False]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from odin_monitor.monitoring.errors import InvalidBatchError
+from odin_monitor.monitoring.schema import (
+    UNKNOWN_CLASS,
+    ModelRef,
+    spread_transform,
+    validate_images,
+    validate_scores,
+)
+
+SCORE_SUFFIXES = (".csv", ".parquet", ".pq")
+IMAGE_SUFFIXES = (".npy", ".npz")
+
+
+def complete_scores(frame: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
+    """Derive/fill the optional columns of a serving log, then validate it."""
+    if not isinstance(frame, pd.DataFrame) or "odin_score" not in frame.columns:
+        got = list(frame.columns) if isinstance(frame, pd.DataFrame) else type(frame).__name__
+        raise InvalidBatchError(
+            f"Expected a serving log with at least an 'odin_score' column but got {got}."
+        )
+    out = frame.copy()
+    odin = pd.to_numeric(out["odin_score"], errors="coerce").to_numpy(dtype=float)
+    if "is_ood" not in out.columns:
+        out["is_ood"] = odin < model.threshold
+    if "spread_score" not in out.columns:
+        if model.temperature is not None and model.num_classes is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out["spread_score"] = spread_transform(odin, model.temperature, model.num_classes)
+        else:
+            out["spread_score"] = np.nan
+    if "msp" not in out.columns:
+        out["msp"] = np.nan
+    if "predicted_class" not in out.columns:
+        out["predicted_class"] = UNKNOWN_CLASS
+    return validate_scores(out)
+
+
+def read_score_file(path: str | Path, model: ModelRef) -> pd.DataFrame:
+    """Read a CSV or Parquet serving log and complete it (see module docs).
+
+    Raises:
+        InvalidBatchError: Unknown suffix, unreadable file or invalid content.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise InvalidBatchError(
+                f"Expected a score log ending in {SCORE_SUFFIXES} but got {path.name!r}."
+            )
+    except InvalidBatchError:
+        raise
+    except Exception as exc:
+        raise InvalidBatchError(
+            f"Expected a readable {suffix} file but {path} failed: {exc}"
+        ) from exc
+    return complete_scores(frame, model)
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """Load an image batch from ``.npy`` (or the first array of an ``.npz``) and validate it."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InvalidBatchError(
+            f"Expected an image file ending in {IMAGE_SUFFIXES} but got {path.name!r}."
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                if not loaded.files:
+                    raise InvalidBatchError(f"Expected at least one array in {path} but got none.")
+                array = loaded[loaded.files[0]]
+        else:
+            array = loaded
+    except InvalidBatchError:
+        raise
+    except Exception as exc:
+        raise InvalidBatchError(
+            f"Expected a readable {suffix} image batch but {path} failed: {exc}"
+        ) from exc
+    return validate_images(array)
+
+
+def content_id(data: np.ndarray | pd.DataFrame) -> str:
+    """Deterministic batch id from content (sha256 prefix), for idempotent re-runs.
+
+    Example:
+        >>> content_id(np.zeros(3)) == content_id(np.zeros(3))
+        True
+    """
+    h = hashlib.sha256()
+    if isinstance(data, pd.DataFrame):
+        h.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+    else:
+        arr = np.ascontiguousarray(data)
+        h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return "sha256-" + h.hexdigest()[:24]
+
+
+def file_id(path: str | Path) -> str:
+    """Deterministic batch id from a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256-" + h.hexdigest()[:24]
+
+
+def move_to_quarantine(path: str | Path, quarantine_dir: str | Path, batch_id: str) -> Path:
+    """Move a bad input file into ``quarantine_dir`` as ``<batch_id>__<name>``."""
+    src = Path(path)
+    dest_dir = Path(quarantine_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{batch_id}__{src.name}"
+    shutil.move(str(src), dest)
+    return dest

@@ -1,0 +1,275 @@
+"""Alert notifiers (log, JSON webhook, MLflow) and the cron exit codes.
+
+Delivery is at-least-once through the score log's ``outbox`` table: alerts are
+persisted with one pending row per notifier *before* any delivery attempt, and
+:func:`deliver_pending` (run on every batch) retries whatever is still pending.
+A dead endpoint therefore never stops scoring and never loses an alert.
+
+Exit codes for cron (:func:`exit_code`):
+
+* ``0`` (:data:`EXIT_OK`): batch committed, reported, no alert.
+* ``3`` (:data:`EXIT_ALERT`): at least one alert fired on this batch.
+* ``4`` (:data:`EXIT_QUARANTINED`): the batch could not be read and was quarantined.
+* ``5`` (:data:`EXIT_DEGRADED`): batch committed but the report or a notifier
+  failed (deliveries stay in the outbox).
+
+Example:
+    >>> LogNotifier().name
+    'log'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from odin_monitor.monitoring.alerts import Alert
+from odin_monitor.monitoring.errors import ConfigError, DeliveryError
+from odin_monitor.monitoring.scorelog import BatchRecord, ScoreLog
+
+if TYPE_CHECKING:
+    from odin_monitor.monitoring.pipeline import BatchResult
+
+EXIT_OK = 0
+EXIT_ALERT = 3
+EXIT_QUARANTINED = 4
+EXIT_DEGRADED = 5
+
+logger = logging.getLogger(__name__)
+
+
+class Notifier(Protocol):
+    """Sends alerts; ``send`` raises on failure (the alert stays in the outbox)."""
+
+    @property
+    def name(self) -> str:
+        """Outbox key of this notifier."""
+        ...
+
+    def send(self, alert: Alert) -> None:
+        """Deliver one alert or raise."""
+        ...
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """Observe every committed batch (no-op for most notifiers)."""
+        ...
+
+
+class LogNotifier:
+    """Writes each alert as one log line (``WARNING`` on ``odin_monitor.alerts``).
+
+    Example:
+        >>> LogNotifier(level=logging.ERROR).level
+        40
+    """
+
+    def __init__(
+        self,
+        logger_name: str = "odin_monitor.alerts",
+        level: int = logging.WARNING,
+        name: str = "log",
+    ) -> None:
+        self.name = name
+        self.level = level
+        self._logger = logging.getLogger(logger_name)
+
+    def send(self, alert: Alert) -> None:
+        """Log the alert message and its JSON."""
+        self._logger.log(self.level, "ODIN ALERT %s | %s", alert.message, alert.to_json())
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """No-op."""
+
+
+class WebhookNotifier:
+    """POSTs the alert JSON to a URL (urllib), with timeout and exponential backoff.
+
+    Args:
+        url: Endpoint receiving ``application/json`` POSTs; 2xx means delivered.
+        timeout: Seconds per attempt.
+        retries: Extra attempts after the first one.
+        backoff: First retry delay in seconds, doubled on each retry.
+        headers: Extra HTTP headers (e.g. an auth token).
+        name: Outbox key; give two webhooks different names.
+
+    Example:
+        >>> WebhookNotifier("http://127.0.0.1:9/hook", retries=0).retries
+        0
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        headers: dict[str, str] | None = None,
+        name: str = "webhook",
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"Expected an http(s):// webhook URL but got {url!r}.")
+        if retries < 0 or timeout <= 0 or backoff < 0:
+            raise ConfigError(
+                f"Expected retries >= 0, timeout > 0, backoff >= 0 but got "
+                f"{retries}, {timeout}, {backoff}."
+            )
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.headers = dict(headers or {})
+        self.name = name
+
+    def send(self, alert: Alert) -> None:
+        """POST the alert; raise :class:`DeliveryError` after the last failed attempt."""
+        body = alert.to_json().encode("utf-8")
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            req = urllib.request.Request(
+                self.url,
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json", **self.headers},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    if 200 <= resp.status < 300:
+                        return
+                    last = f"HTTP {resp.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            logger.info("webhook %s attempt %d failed: %s", self.url, attempt + 1, last)
+        raise DeliveryError(
+            f"Expected a 2xx answer from {self.url} but got {last} after "
+            f"{self.retries + 1} attempts; the alert stays in the outbox."
+        )
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """No-op."""
+
+
+class MlflowNotifier:
+    """Logs ``ood_rate`` per batch (step = batch seq) and alerts to an MLflow run.
+
+    One monitoring run per model name and version in ``experiment_name``, found
+    again by its tags. ``mlflow`` is imported lazily, only here.
+
+    Example:
+        >>> MlflowNotifier("sqlite:///mlflow.db").experiment_name
+        'odin-monitoring'
+    """
+
+    def __init__(
+        self, tracking_uri: str, experiment_name: str = "odin-monitoring", name: str = "mlflow"
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.name = name
+        self._runs: dict[tuple[str, str], str] = {}
+
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def run_id(self, model_name: str, model_version: str) -> str:
+        """Id of the monitoring run of a model version (created on first use)."""
+        key = (model_name, model_version)
+        if key in self._runs:
+            return self._runs[key]
+        client = self._client()
+        exp = client.get_experiment_by_name(self.experiment_name)
+        exp_id = exp.experiment_id if exp else client.create_experiment(self.experiment_name)
+        found = client.search_runs(
+            [exp_id],
+            filter_string=(
+                f"tags.`odin_monitor.model_name` = '{model_name}' and "
+                f"tags.`odin_monitor.model_version` = '{model_version}'"
+            ),
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run = client.create_run(
+                exp_id,
+                run_name=f"monitor-{model_name}-v{model_version}",
+                tags={
+                    "odin_monitor.model_name": model_name,
+                    "odin_monitor.model_version": model_version,
+                },
+            )
+            run_id = run.info.run_id
+        self._runs[key] = run_id
+        return run_id
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """Log ``ood_rate``, ``n_images`` and ``n_ood`` at step ``record.seq``."""
+        client = self._client()
+        run_id = self.run_id(record.model.name, record.model.version)
+        ts = int(time.time() * 1000)
+        for key, value in (
+            ("ood_rate", record.ood_rate),
+            ("n_images", record.n_images),
+            ("n_ood", record.n_ood),
+        ):
+            client.log_metric(run_id, key, float(value), timestamp=ts, step=record.seq)
+
+    def send(self, alert: Alert) -> None:
+        """Log ``alert_<rule>`` = statistic and the alert JSON as an artifact-free tag."""
+        client = self._client()
+        run_id = self.run_id(alert.model_name, alert.model_version)
+        client.log_metric(
+            run_id, f"alert_{alert.rule}", float(alert.statistic), timestamp=int(time.time() * 1000)
+        )
+        client.set_tag(run_id, f"odin_monitor.alert.{alert.alert_id}", alert.to_json()[:5000])
+
+
+def deliver_pending(log: ScoreLog, notifiers: Sequence[Notifier]) -> tuple[int, int]:
+    """Try every pending outbox row whose notifier is configured.
+
+    Returns:
+        ``(delivered, failed)`` counts; failures stay pending for the next call.
+    """
+    by_name = {n.name: n for n in notifiers}
+    delivered = failed = 0
+    for alert_id, notifier_name, payload in log.pending_deliveries():
+        notifier = by_name.get(notifier_name)
+        if notifier is None:
+            continue
+        try:
+            notifier.send(Alert.from_dict(payload))
+        except Exception as exc:  # a notifier must never break the loop
+            log.mark_delivery(alert_id, notifier_name, error=f"{type(exc).__name__}: {exc}")
+            logger.warning("alert %s not delivered by %s: %s", alert_id, notifier_name, exc)
+            failed += 1
+        else:
+            log.mark_delivery(alert_id, notifier_name)
+            delivered += 1
+    return delivered, failed
+
+
+def exit_code(result: BatchResult) -> int:
+    """Cron exit code of a batch result (alert > quarantine > degraded > ok)."""
+    if result.alerts:
+        return EXIT_ALERT
+    if result.quarantined:
+        return EXIT_QUARANTINED
+    if result.errors:
+        return EXIT_DEGRADED
+    return EXIT_OK
+
+
+def dumps_alerts(alerts: Sequence[Alert]) -> str:
+    """JSON array of alerts (for CLIs)."""
+    return json.dumps([a.to_dict() for a in alerts], sort_keys=True)

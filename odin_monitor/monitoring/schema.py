@@ -1,0 +1,200 @@
+"""The data contract between the core and monitoring: model metadata and score frames.
+
+A scored batch is a :class:`pandas.DataFrame` with one row per image and the
+columns of :data:`SCORE_COLUMNS`. This module validates such frames and raw image
+batches, with errors that say what was expected and what came.
+
+Example:
+    >>> ref = ModelRef("resnet", "3", "ab" * 32, threshold=0.1005,
+    ...                threshold_spread=2.1, tpr_target=0.95)
+    >>> ref.expected_ood_rate
+    0.05
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from odin_monitor.monitoring.errors import ConfigError, InvalidBatchError
+
+#: Column name -> dtype of a scored batch (the core's output contract).
+SCORE_COLUMNS: dict[str, str] = {
+    "odin_score": "float64",
+    "spread_score": "float64",
+    "msp": "float64",
+    "predicted_class": "int64",
+    "is_ood": "bool",
+}
+
+#: ``predicted_class`` used for ingested rows that carry no class.
+UNKNOWN_CLASS = -1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Identity and operating point of a registered ODIN detector.
+
+    Attributes:
+        name: Registered model name (one Evidently project per name).
+        version: Registered model version.
+        calibration_sha256: Hash of the calibration artefact that produced ``threshold``.
+        threshold: δ in ``odin_score`` units (``is_ood`` when ``odin_score < threshold``).
+        threshold_spread: The same δ in ``spread_score`` units.
+        tpr_target: In-distribution true-positive rate targeted at calibration.
+        temperature: Optional T, only used to derive ``spread_score`` for ingested logs.
+        num_classes: Optional K, only used to derive ``spread_score`` for ingested logs.
+
+    Example:
+        >>> ModelRef("m", "1", "0" * 64, 0.1005, 2.0, 0.95).expected_ood_rate
+        0.05
+    """
+
+    name: str
+    version: str
+    calibration_sha256: str
+    threshold: float
+    threshold_spread: float
+    tpr_target: float
+    temperature: float | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"Expected a non-empty model name but got {self.name!r}.")
+        if not isinstance(self.version, str) or not self.version:
+            raise ConfigError(
+                f"Expected the model version as a non-empty string but got {self.version!r}; "
+                "pass str(version)."
+            )
+        if not 0.0 < float(self.tpr_target) < 1.0:
+            raise ConfigError(
+                f"Expected tpr_target in (0, 1) but got {self.tpr_target!r}; "
+                "use the TPR the threshold was calibrated for, e.g. 0.95."
+            )
+        for field in ("threshold", "threshold_spread"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"Expected a finite float {field} but got {value!r}.")
+
+    @property
+    def expected_ood_rate(self) -> float:
+        """Share of in-distribution images flagged OOD by design: ``1 - tpr_target``."""
+        return round(1.0 - float(self.tpr_target), 12)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def spread_transform(odin_score: np.ndarray, temperature: float, num_classes: int) -> np.ndarray:
+    """``T·log(K·S)``: the monotone spread of ODIN scores used for drift and plots.
+
+    Only used for ingested logs that lack ``spread_score``; must match the core.
+
+    Example:
+        >>> float(spread_transform(np.array([0.5]), 1.0, 2)[0])
+        0.0
+    """
+    return float(temperature) * np.log(float(num_classes) * np.asarray(odin_score, dtype=float))
+
+
+def validate_scores(scores: Any) -> pd.DataFrame:
+    """Check a scored batch and return it with the canonical columns and dtypes.
+
+    Args:
+        scores: DataFrame with the columns of :data:`SCORE_COLUMNS`.
+
+    Returns:
+        A new DataFrame with exactly those columns, in order, with canonical dtypes.
+
+    Raises:
+        InvalidBatchError: On a missing column, an empty batch, NaN/inf scores or
+            non-integer classes.
+
+    Example:
+        >>> df = pd.DataFrame({"odin_score": [0.1], "spread_score": [1.0], "msp": [0.9],
+        ...                    "predicted_class": [2], "is_ood": [False]})
+        >>> validate_scores(df).shape
+        (1, 5)
+    """
+    if not isinstance(scores, pd.DataFrame):
+        raise InvalidBatchError(
+            f"Expected a pandas DataFrame of scores but got {type(scores).__name__}."
+        )
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    if missing:
+        raise InvalidBatchError(
+            f"Expected score columns {list(SCORE_COLUMNS)} but got {list(scores.columns)} "
+            f"(missing {missing}); use odin_monitor.monitoring.ingest for partial logs."
+        )
+    if len(scores) == 0:
+        raise InvalidBatchError("Expected at least one scored image but got an empty batch.")
+    out = pd.DataFrame(index=pd.RangeIndex(len(scores)))
+    for col in ("odin_score", "spread_score", "msp"):
+        try:
+            values = pd.to_numeric(scores[col].to_numpy(), errors="raise").astype("float64")
+        except (TypeError, ValueError) as exc:
+            raise InvalidBatchError(
+                f"Expected numeric values in column {col!r} but got dtype {scores[col].dtype}."
+            ) from exc
+        out[col] = values
+    bad = ~np.isfinite(out["odin_score"].to_numpy())
+    if bad.any():
+        raise InvalidBatchError(
+            f"Expected finite odin_score values but got {int(bad.sum())} NaN/inf "
+            f"(first at row {int(np.flatnonzero(bad)[0])})."
+        )
+    cls = scores["predicted_class"]
+    cls_num = pd.to_numeric(cls, errors="coerce").to_numpy(dtype=float)
+    if not np.all(np.isfinite(cls_num)) or not np.all(cls_num == np.round(cls_num)):
+        raise InvalidBatchError(
+            f"Expected integer predicted_class values but got dtype {cls.dtype} "
+            "with missing or fractional entries."
+        )
+    out["predicted_class"] = cls_num.astype("int64")
+    flags = scores["is_ood"]
+    if flags.dtype != bool:
+        uniq = set(pd.unique(flags))
+        if not uniq <= {0, 1}:
+            raise InvalidBatchError(
+                f"Expected boolean is_ood values but got {sorted(map(str, uniq))[:5]}."
+            )
+    out["is_ood"] = flags.to_numpy().astype(bool)
+    return out
+
+
+def validate_images(images: Any) -> np.ndarray:
+    """Check a raw image batch: float array (N, C, H, W), finite, within [0, 1].
+
+    Raises:
+        InvalidBatchError: With the reason, e.g. ``Expected 4 dimensions ... but got 3``.
+
+    Example:
+        >>> validate_images(np.zeros((2, 3, 8, 8), dtype=np.float32)).shape
+        (2, 3, 8, 8)
+    """
+    if not isinstance(images, np.ndarray):
+        raise InvalidBatchError(
+            f"Expected images as a numpy array (N, C, H, W) but got {type(images).__name__}."
+        )
+    if images.ndim != 4:
+        raise InvalidBatchError(f"Expected 4 dimensions (N, C, H, W) but got shape {images.shape}.")
+    if images.shape[0] == 0 or 0 in images.shape:
+        raise InvalidBatchError(f"Expected a non-empty batch but got shape {images.shape}.")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise InvalidBatchError(
+            f"Expected float images in [0, 1] but got dtype {images.dtype}; divide uint8 by 255."
+        )
+    if not np.all(np.isfinite(images)):
+        raise InvalidBatchError(
+            f"Expected finite pixel values but got {int((~np.isfinite(images)).sum())} NaN/inf."
+        )
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InvalidBatchError(f"Expected pixel values in [0, 1] but got range [{lo}, {hi}].")
+    return images.astype(np.float32, copy=False)

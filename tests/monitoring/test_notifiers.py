@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from odin_monitor.monitoring.alerts import Alert
+from odin_monitor.monitoring.errors import DeliveryError
+from odin_monitor.monitoring.notifiers import (
+    EXIT_ALERT,
+    EXIT_DEGRADED,
+    EXIT_OK,
+    EXIT_QUARANTINED,
+    LogNotifier,
+    MlflowNotifier,
+    WebhookNotifier,
+    deliver_pending,
+    exit_code,
+)
+from odin_monitor.monitoring.pipeline import BatchResult
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Hook:
+    """A real local HTTP server; answers the scripted status codes, then 200."""
+
+    def __init__(self, port: int | None = None, statuses=()):
+        self.received: list[dict] = []
+        self.statuses = list(statuses)
+        self.port = port or free_port()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                code = hook.statuses.pop(0) if hook.statuses else 200
+                if code == 200:
+                    hook.received.append(json.loads(body))
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook():
+    h = Hook()
+    yield h
+    h.close()
+
+
+def make_alert(i: int = 0) -> Alert:
+    return Alert(
+        alert_id=f"a{i}",
+        rule="binomial_spike",
+        model_name="m",
+        model_version="1",
+        calibration_sha256="ab" * 32,
+        batch_ids=(f"b{i}",),
+        observed_rate=0.2,
+        expected_rate=0.05,
+        n_images=100,
+        n_ood=20,
+        statistic=20.0,
+        p_value=1e-6,
+        threshold=0.01,
+        report_path="/r.html",
+    )
+
+
+def test_alert_is_json_serialisable_and_roundtrips():
+    a = make_alert()
+    assert Alert.from_dict(json.loads(a.to_json())) == a
+
+
+def test_webhook_delivers(hook):
+    WebhookNotifier(hook.url, retries=0).send(make_alert())
+    assert hook.received[0]["alert_id"] == "a0"
+    assert hook.received[0]["batch_ids"] == ["b0"]
+
+
+def test_webhook_retries_after_server_errors(hook):
+    hook.statuses = [500, 500]
+    WebhookNotifier(hook.url, retries=2, backoff=0.01).send(make_alert())
+    assert len(hook.received) == 1 and hook.statuses == []
+
+
+def test_webhook_gives_up_after_retries(hook):
+    hook.statuses = [500, 503, 500]
+    with pytest.raises(DeliveryError, match="Expected a 2xx answer"):
+        WebhookNotifier(hook.url, retries=1, backoff=0.01).send(make_alert())
+    assert hook.received == []
+
+
+def test_dead_endpoint_keeps_alert_in_outbox_until_server_is_up(log):
+    port = free_port()  # nothing listens here yet
+    notifier = WebhookNotifier(
+        f"http://127.0.0.1:{port}/alerts", retries=1, backoff=0.01, timeout=1.0
+    )
+    alert = make_alert()
+    log.enqueue_alerts([(alert.alert_id, alert.rule, alert.to_dict())], [notifier.name])
+    assert deliver_pending(log, [notifier]) == (0, 1)
+    assert [r[0] for r in log.pending_deliveries()] == ["a0"]
+    server = Hook(port=port)
+    try:
+        assert deliver_pending(log, [notifier]) == (1, 0)
+        assert server.received[0]["alert_id"] == "a0"
+        assert log.pending_deliveries() == []
+        assert deliver_pending(log, [notifier]) == (0, 0)  # delivered once
+    finally:
+        server.close()
+
+
+def test_log_notifier_writes_a_line(caplog):
+    with caplog.at_level(logging.WARNING, logger="odin_monitor.alerts"):
+        LogNotifier().send(make_alert())
+    assert "ODIN ALERT [binomial_spike]" in caplog.text
+
+
+def test_webhook_rejects_bad_url():
+    with pytest.raises(ValueError, match="Expected an http"):
+        WebhookNotifier("ftp://x")
+
+
+def test_exit_codes():
+    assert exit_code(BatchResult("b")) == EXIT_OK == 0
+    assert exit_code(BatchResult("b", alerts=(make_alert(),))) == EXIT_ALERT == 3
+    assert exit_code(BatchResult("b", quarantine_reason="bad")) == EXIT_QUARANTINED
+    assert exit_code(BatchResult("b", errors=("report failed",))) == EXIT_DEGRADED
+
+
+def test_mlflow_notifier_logs_ood_rate_per_step(tmp_path, log, model):
+    from mlflow.tracking import MlflowClient
+
+    from .helpers import make_scores
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    notifier = MlflowNotifier(uri, experiment_name="mon")
+    for i, rate in enumerate([0.05, 0.1, 0.2]):
+        rec, _ = log.write_batch(f"b{i}", model, make_scores(100, rate, model, seed=i))
+        notifier.record_batch(rec)
+    notifier.send(make_alert())
+    run_id = notifier.run_id(model.name, model.version)
+    history = MlflowClient(uri).get_metric_history(run_id, "ood_rate")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.05), (2, 0.1), (3, 0.2)]
+    # a fresh notifier finds the same monitoring run
+    assert MlflowNotifier(uri, experiment_name="mon").run_id(model.name, model.version) == run_id
