@@ -58,10 +58,11 @@ def _check_range(x: np.ndarray, source: str) -> np.ndarray:
     bad = ~(np.isfinite(flat).all(axis=1) & (flat >= 0).all(axis=1) & (flat <= 1).all(axis=1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        finite = flat[i][np.isfinite(flat[i])]
+        span = f"[{finite.min():.4g}, {finite.max():.4g}]" if finite.size else "no finite pixel"
         raise DataLoadError(
-            f"Expected finite pixels in [0, 1] in {source}, but image {i} is outside "
-            f"(min {np.nanmin(flat[i]):.4g}, max {np.nanmax(flat[i]):.4g}, NaN/inf "
-            f"{not np.isfinite(flat[i]).all()})."
+            f"Expected finite pixels in [0, 1] in {source}, but image {i} is outside: finite "
+            f"values span {span}, NaN/inf present: {finite.size < flat[i].size}."
         )
     return x
 

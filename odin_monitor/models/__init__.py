@@ -10,14 +10,17 @@ from odin_monitor.models.cifar_resnet import (
     resnet44,
     resnet56,
 )
+from odin_monitor.models.small_cnn import SmallCNN, small_cnn_digits
 
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR_RESNET_NORMALIZATION",
     "CifarResNet",
+    "SmallCNN",
     "cifar_resnet",
     "resnet20",
     "resnet32",
     "resnet44",
     "resnet56",
+    "small_cnn_digits",
 ]

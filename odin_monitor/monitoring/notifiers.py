@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from odin_monitor.monitoring.alerts import Alert
@@ -81,6 +83,31 @@ class LogNotifier:
     def send(self, alert: Alert) -> None:
         """Log the alert message and its JSON."""
         self._logger.log(self.level, "ODIN ALERT %s | %s", alert.message, alert.to_json())
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """No-op."""
+
+
+class JsonlNotifier:
+    """Appends each alert as one JSON line to a file (an audit trail people can grep).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> JsonlNotifier(pathlib.Path(tempfile.mkdtemp()) / "alerts.jsonl").name
+        'jsonl'
+    """
+
+    def __init__(self, path: str | Path, name: str = "jsonl") -> None:
+        self.path = Path(path)
+        self.name = name
+
+    def send(self, alert: Alert) -> None:
+        """Append the alert's JSON and flush it to disk."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(alert.to_dict(), sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def record_batch(self, record: BatchRecord) -> None:
         """No-op."""

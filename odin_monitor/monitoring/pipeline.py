@@ -157,7 +157,9 @@ def _score(scorer: Scorer, images: np.ndarray) -> pd.DataFrame:
         out = scorer(images)
     except InvalidBatchError:
         raise
-    except Exception as exc:
+    except ValueError as exc:
+        # Bad input (the library's validation errors are ValueErrors). Anything else
+        # (out of memory, a bug) propagates: a good batch must not be quarantined.
         raise InvalidBatchError(
             f"Expected the scorer to accept the batch but it raised {exc!r}."
         ) from exc

@@ -1,0 +1,212 @@
+"""``odin-monitor calibrate``: choose T and ε, set δ, save the detector and its grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from odin_monitor.cli._common import emit, info, parse_floats, progress
+from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options
+
+if TYPE_CHECKING:
+    from odin_monitor.calibration import CalibrationResult
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise click.BadParameter(f"expected HxW such as 32x32, got {text!r}") from err
+    return h, w
+
+
+@click.command("calibrate")
+@click.option(
+    "--model",
+    "model_ref",
+    required=True,
+    metavar="MODULE:FACTORY",
+    help="Importable factory returning the classifier, e.g. odin_monitor.models:resnet20.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="state_dict file, loaded with torch.load(weights_only=True).",
+)
+@click.option(
+    "--id-val",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="In-distribution validation images: .npz/.npy or a folder of images.",
+)
+@click.option(
+    "--ood-val",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="OOD validation images (repeatable; never your test sets). "
+    "Default: the paper's synthetic Gaussian + Uniform noise.",
+)
+@click.option(
+    "--normalization",
+    "preset",
+    type=click.Choice(sorted(NORMALIZATIONS)),
+    help="The model's input normalisation preset ('none' = raw [0,1] pixels).",
+)
+@click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406 (with --std).")
+@click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225 (with --mean).")
+@click.option("--temperatures", help="Comma-separated T grid (default: the paper's 10 values).")
+@click.option("--epsilons", help="Comma-separated ε grid, pixel units (default: paper's 21).")
+@click.option("--tpr-target", default=0.95, show_default=True, type=float)
+@click.option("--limit", type=int, help="Use only the first N images of each set.")
+@click.option("--image-size", help="HxW for folders of images of other sizes, e.g. 32x32.")
+@click.option(
+    "--fit",
+    type=click.Choice(["resize", "crop"]),
+    default="resize",
+    show_default=True,
+    help="How folder images of another size are fitted (the paper's two variants).",
+)
+@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of synthetic sets.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New folder for model/, record.json, grid.csv and plots.",
+)
+def calibrate_command(
+    model_ref: str,
+    weights: Path | None,
+    id_val: Path,
+    ood_val: tuple[str, ...],
+    preset: str | None,
+    mean: str | None,
+    std: str | None,
+    temperatures: str | None,
+    epsilons: str | None,
+    tpr_target: float,
+    limit: int | None,
+    image_size: str | None,
+    fit: str,
+    batch_size: int,
+    device: str | None,
+    seed: int,
+    out: Path,
+) -> None:
+    """Calibrate ODIN for a classifier: choose T and ε on OOD validation data, set δ.
+
+    Writes OUT/model (an MLflow `odin` model folder, ready for `odin-monitor log`),
+    OUT/record.json, OUT/grid.csv and the plots grid.png, roc.png, histograms.png.
+
+    \b
+    Example:
+      odin-monitor calibrate --model odin_monitor.models:resnet20 \\
+        --weights ../shared/data/cifar10_resnet20.pt --normalization imagenet \\
+        --id-val ../shared/data/cifar10_test_lossless.npz \\
+        --ood-val tin_crop=../shared/data/ood_tinyimagenet_crop.npz --limit 500 \\
+        --out calib-resnet20
+    """
+    import torch
+
+    from odin_monitor import calibrate
+    from odin_monitor.calibration import PAPER_EPSILONS, PAPER_TEMPERATURES
+    from odin_monitor.data import load_images
+    from odin_monitor.modelref import model_from_reference
+
+    norm = normalization_from_options(
+        preset, parse_floats(mean, "--mean"), parse_floats(std, "--std")
+    )
+    temps = parse_floats(temperatures, "--temperatures") or PAPER_TEMPERATURES
+    eps = parse_floats(epsilons, "--epsilons") or PAPER_EPSILONS
+    if out.exists() and any(out.iterdir()):
+        raise click.BadParameter(
+            f"{out} exists and is not empty; choose a new folder", param_hint="--out"
+        )
+    size = _parse_size(image_size)
+    model = model_from_reference(model_ref, weights)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    x_id = load_images(id_val, size=size, fit=fit, limit=limit)  # type: ignore[arg-type]
+    shape = (x_id.shape[2], x_id.shape[3])
+    oods = {}
+    for item in ood_val:
+        name, sep, path = item.partition("=")
+        name, path = (name, path) if sep else (Path(item).stem, item)
+        oods[name] = load_images(path, size=size or shape, fit=fit, seed=seed, limit=limit)  # type: ignore[arg-type]
+    n_ood = sum(len(v) for v in oods.values()) if oods else len(x_id)
+    info(
+        f"calibrating on {len(x_id)} in-distribution and {n_ood} OOD validation images, "
+        f"{len(temps)}x{len(eps)} grid, device {device}"
+    )
+    with progress(2 * len(x_id) + n_ood, "calibrating") as advance:
+        result = calibrate(
+            model,
+            x_id,
+            oods or None,
+            normalization=norm,
+            temperatures=temps,
+            epsilons=eps,
+            tpr_target=tpr_target,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            id_name=str(id_val),
+            progress=advance,
+        )
+    write_calibration(result, out, model_ref)
+    rec = result.record
+    m = rec.metrics
+    emit(
+        {"out": str(out), "record": rec.to_dict(), "calibration_sha256": rec.sha256()},
+        lambda: (
+            f"T={rec.temperature:g}  ε={rec.epsilon:g}  δ={rec.threshold:.6g}  "
+            f"(validation FPR@{100 * rec.tpr_target:g}%TPR {100 * m['fpr_at_tpr']:.2f}%, "
+            f"AUROC {100 * m['auroc']:.2f}%)\n"
+            f"model folder: {out / 'model'}\nrecord: {out / 'record.json'}\n"
+            f"grid: {out / 'grid.csv'}, {out / 'grid.png'}\n"
+            f"next: odin-monitor log {out} --register NAME --alias champion"
+        ),
+    )
+
+
+def write_calibration(result: CalibrationResult, out: Path, model_ref: str | None) -> Path:
+    """Write OUT/record.json, grid.csv, grid.png, roc.png, histograms.png and OUT/model.
+
+    Returns:
+        The MLflow model folder, ``OUT/model``.
+    """
+    import mlflow_plugin
+    from odin_monitor.plots import plot_grid_heatmap, plot_roc, plot_score_histograms, save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    rec = result.record
+    (out / "record.json").write_text(rec.to_json())
+    result.grid_frame().to_csv(out / "grid.csv", index=False)
+    i = result.temperatures.index(rec.temperature)
+    j = result.epsilons.index(rec.epsilon)
+    curves = {
+        f"ODIN T={rec.temperature:g} ε={rec.epsilon:g}": (
+            result.id_scores[i, j],
+            result.ood_scores[i, j],
+        )
+    }
+    if 1.0 in result.temperatures and 0.0 in result.epsilons:
+        i1, j0 = result.temperatures.index(1.0), result.epsilons.index(0.0)
+        curves["MSP (T=1, ε=0)"] = (result.id_scores[i1, j0], result.ood_scores[i1, j0])
+    save_figure(plot_grid_heatmap(result), out / "grid.png")
+    save_figure(plot_roc(curves, title="ROC on the validation sets"), out / "roc.png")
+    hist = plot_score_histograms(
+        result.id_scores[i, j],
+        result.ood_scores[i, j],
+        threshold=rec.threshold,
+        xlabel="ODIN score S(x̃;T)",
+        title="validation scores",
+    )
+    save_figure(hist, out / "histograms.png")
+    mlflow_plugin.save_model(result, out / "model", model_factory=model_ref)
+    return out / "model"

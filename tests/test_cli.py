@@ -1,0 +1,349 @@
+"""The command line through click's runner, on small real data and bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from odin_monitor.cli import main
+from tests.helpers import make_smooth_net
+
+FACTORY = "tests.helpers:make_smooth_net"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    torch.save(make_smooth_net(seed=3).state_dict(), root / "weights.pt")
+    rng = np.random.default_rng(0)
+    # In-distribution: smooth blobs; OOD: pixel noise. uint8 NHWC like real datasets.
+    yy, xx = np.mgrid[0:6, 0:6]
+    blobs = []
+    for _ in range(120):
+        cy, cx = rng.uniform(1, 5, 2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)
+        blobs.append(np.stack([blob * rng.uniform(0.5, 1)] * 3, -1))
+    np.savez(root / "id.npz", images=(np.array(blobs) * 255).astype(np.uint8))
+    np.savez(root / "ood.npz", images=rng.integers(0, 256, (60, 6, 6, 3), dtype=np.uint8))
+    return root
+
+
+def invoke(args, env=None):
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def calibrated(workdir) -> Path:
+    out = workdir / "calib"
+    res = invoke(
+        [
+            "--quiet",
+            "calibrate",
+            "--model",
+            FACTORY,
+            "--weights",
+            str(workdir / "weights.pt"),
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--ood-val",
+            f"noise={workdir / 'ood.npz'}",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+            "--temperatures",
+            "1,1000",
+            "--epsilons",
+            "0,0.002",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_calibrate_writes_detector_grid_and_record(calibrated):
+    from odin_monitor import CalibrationRecord
+
+    for name in (
+        "record.json",
+        "grid.csv",
+        "grid.png",
+        "roc.png",
+        "histograms.png",
+        "model/MLmodel",
+    ):
+        assert (calibrated / name).is_file(), name
+    rec = CalibrationRecord.from_json((calibrated / "record.json").read_text())
+    assert rec.normalization is not None and rec.normalization.std == (0.25, 0.25, 0.25)
+    assert [s.name for s in rec.sources] == [str(calibrated.parent / "id.npz"), "noise"]
+    import pandas as pd
+
+    grid = pd.read_csv(calibrated / "grid.csv")
+    assert len(grid) == 4 and grid["chosen"].sum() == 1
+    best = grid[grid["chosen"]].iloc[0]
+    assert (best["temperature"], best["epsilon"]) == (rec.temperature, rec.epsilon)
+
+
+def test_calibrate_json_output(workdir):
+    res = invoke(
+        [
+            "--json",
+            "calibrate",
+            "--model",
+            FACTORY,
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--normalization",
+            "none",
+            "--temperatures",
+            "1",
+            "--epsilons",
+            "0",
+            "--out",
+            str(workdir / "calib-json"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert res.exit_code == 0
+    payload = json.loads(res.stdout)
+    assert payload["record"]["temperature"] == 1.0
+    assert payload["record"]["sources"][1]["synthetic"] is True
+
+
+def test_normalisation_must_be_explicit(workdir):
+    res = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            "--model",
+            FACTORY,
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--out",
+            "x",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "normalisation must be explicit" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temperatures", "1,abc"], "comma-separated numbers"),
+        (["--epsilons", "-1"], ">= 0"),
+        (["--image-size", "big"], "HxW"),
+    ],
+)
+def test_bad_arguments_get_one_clear_line(workdir, tmp_path, args, message):
+    res = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            "--model",
+            FACTORY,
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--normalization",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+            *args,
+        ],
+    )
+    assert res.exit_code in (1, 2)
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_input_files(workdir, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil()))
+    res = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            "--model",
+            FACTORY,
+            "--weights",
+            str(tmp_path / "evil.pt"),
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--normalization",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 1
+    assert "weights_only=True" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "pwned").exists()
+
+    (tmp_path / "notes.txt").write_text("hello")
+    res = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            "--model",
+            FACTORY,
+            "--id-val",
+            str(tmp_path / "notes.txt"),
+            "--normalization",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 1 and ".npz or .npy" in res.output
+
+    res = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            "--model",
+            "no.such.module:f",
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--normalization",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 1 and "Cannot import 'no.such.module'" in res.output
+    res = CliRunner().invoke(
+        main,
+        [
+            "--debug",
+            "calibrate",
+            "--model",
+            "no.such.module:f",
+            "--id-val",
+            str(workdir / "id.npz"),
+            "--normalization",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 1 and res.exc_info is not None  # --debug keeps the traceback
+
+
+def test_log_register_score_report_monitor(calibrated, workdir, tmp_path):
+    from mlflow import MlflowClient
+
+    from odin_monitor.monitoring import ScoreLog
+
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    res = invoke(
+        ["--json", "log", str(calibrated), "--register", "odin-cli", "--alias", "champion"], env
+    )
+    assert res.exit_code == 0, res.output
+    logged = json.loads(res.stdout)
+    assert logged["version"] == 1
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mv = MlflowClient().get_model_version_by_alias("odin-cli", "champion")
+    rec = json.loads((calibrated / "record.json").read_text())
+    assert float(mv.tags["odin.temperature"]) == rec["temperature"]
+    assert float(mv.tags["odin.threshold"]) == rec["threshold"]
+
+    monitor_dir = tmp_path / "mon"
+    uri = "models:/odin-cli@champion"
+    batch = workdir / "id.npz"
+    res = invoke(
+        ["--json", "score", str(batch), "--model-uri", uri, "--monitor-dir", str(monitor_dir)], env
+    )
+    first = json.loads(res.stdout)
+    assert first["n_images"] == 120 and first["exit_code"] == res.exit_code
+    assert Path(first["html_report"]).is_file()
+    res = invoke(
+        ["--json", "score", str(batch), "--model-uri", uri, "--monitor-dir", str(monitor_dir)], env
+    )
+    assert json.loads(res.stdout)["duplicate"] is True
+    assert len(ScoreLog(monitor_dir / "scores.db").batch_ids()) == 1
+
+    # The same answer as scoring in-process with the registered detector.
+    import mlflow_plugin
+    from odin_monitor.data import load_images
+
+    det = mlflow_plugin.load_model(uri)
+    expected = det.predict(load_images(batch)).mean()
+    assert first["ood_rate"] == pytest.approx(expected)
+
+    res = invoke(["--json", "report", "--monitor-dir", str(monitor_dir)], env)
+    assert res.exit_code == 0 and Path(json.loads(res.stdout)["html"]).is_file()
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    np.savez(inbox / "a.npz", images=np.load(workdir / "ood.npz")["images"])
+    np.save(inbox / "broken.npy", np.full((2, 3, 6, 6), np.nan, dtype=np.float32))
+    res = invoke(
+        [
+            "--json",
+            "monitor",
+            "--inbox",
+            str(inbox),
+            "--model-uri",
+            uri,
+            "--monitor-dir",
+            str(monitor_dir),
+            "--once",
+        ],
+        env,
+    )
+    assert res.exit_code == 3, res.output  # the noise batch fires an alert
+    assert (monitor_dir / "quarantine").is_dir() and not (inbox / "broken.npy").exists()
+    n = len(ScoreLog(monitor_dir / "scores.db").batch_ids())
+    res = invoke(
+        [
+            "monitor",
+            "--inbox",
+            str(inbox),
+            "--model-uri",
+            uri,
+            "--monitor-dir",
+            str(monitor_dir),
+            "--once",
+        ],
+        env,
+    )
+    assert len(ScoreLog(monitor_dir / "scores.db").batch_ids()) == n  # nothing scored twice
+    assert (monitor_dir / "alerts.jsonl").read_text().count("\n") >= 1
+
+
+def test_score_rejects_unknown_batch_kind(calibrated, tmp_path):
+    (tmp_path / "batch.txt").write_text("x")
+    res = CliRunner().invoke(
+        main,
+        [
+            "score",
+            str(tmp_path / "batch.txt"),
+            "--model-uri",
+            str(calibrated / "model"),
+            "--monitor-dir",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert res.exit_code == 2 and "expected a folder of images" in res.output
+
+
+def test_every_command_help_shows_an_example():
+    for cmd in ["calibrate", "log", "register", "score", "report", "monitor", "demo", "bench"]:
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0 and "Example" in res.output, cmd

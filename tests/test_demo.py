@@ -1,0 +1,51 @@
+"""`odin-monitor demo` end to end, as a newcomer runs it (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from odin_monitor.cli import main
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(main, ["--json", "demo", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+
+    # The registered version carries the calibration.
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(summary["tracking_uri"])
+    mv = MlflowClient().get_model_version_by_alias("odin-digits", "champion")
+    assert str(mv.version) == summary["version"] == "1"
+    cal = summary["calibration"]
+    assert float(mv.tags["odin.temperature"]) == cal["temperature"]
+    assert float(mv.tags["odin.epsilon"]) == cal["epsilon"]
+    assert float(mv.tags["odin.threshold"]) == cal["threshold"]
+    assert len(mv.tags["odin.calibration_sha256"]) == 64
+
+    # The spike is seen: higher OOD rates on the injected batches, and alerts on them.
+    batches = summary["batches"]
+    before = [b["ood_rate"] for b in batches if not b["spike"]]
+    during = [b["ood_rate"] for b in batches if b["spike"]]
+    assert min(during) > max(before)
+    assert min(during) > 0.3
+    alerted = {bid for a in summary["alerts"] for bid in a["batch_ids"]}
+    assert alerted and alerted <= {b["batch_id"] for b in batches if b["spike"]}
+    lines = (out / "monitoring" / "alerts.jsonl").read_text().splitlines()
+    assert {json.loads(line)["alert_id"] for line in lines} == {
+        a["alert_id"] for a in summary["alerts"]
+    }
+
+    # The Evidently report of a spike batch holds our OOD-rate widget.
+    from odin_monitor.monitoring.evidently_metrics import WIDGET_MARKER
+
+    html = (out / "monitoring" / "reports").rglob("batch-0009.html")
+    assert WIDGET_MARKER in next(html).read_text(encoding="utf-8")
+    assert (out / "monitoring" / "workspace").is_dir()
+    for name in ("grid.png", "roc.png", "histograms.png", "grid.csv", "record.json"):
+        assert (out / "calibration" / name).is_file()
