@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -137,6 +139,18 @@ def _set_modes(modes: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: nn.Module) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put a model in eval mode with frozen parameters, then restore it exactly.
@@ -144,7 +158,9 @@ def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
     Inside, every submodule is in eval mode (so a batch scores exactly as its
     images would one by one) and no parameter requires a gradient (gradients flow
     to the input only). On exit, train/eval flags, ``requires_grad`` flags and
-    ``.grad`` tensors are put back as they were, even on error.
+    ``.grad`` tensors are put back as they were, even on error. Threads that score
+    the same model take turns (a per-model lock), so one thread never saves the
+    flags another has just changed (a server answering requests in threads).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
@@ -154,18 +170,19 @@ def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
         >>> net.training, net[0].weight.requires_grad
         (True, True)
     """
-    modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        _set_eval(model)
-        for p, _, _ in params:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        _set_modes(modes)
-        for p, requires_grad, grad in params:
-            p.requires_grad_(requires_grad)
-            p.grad = grad
+    with _model_lock(model):
+        modes = [(m, m.training) for m in model.modules()]
+        params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+        try:
+            _set_eval(model)
+            for p, _, _ in params:
+                p.requires_grad_(False)
+            yield model
+        finally:
+            _set_modes(modes)
+            for p, requires_grad, grad in params:
+                p.requires_grad_(requires_grad)
+                p.grad = grad
 
 
 def _autocast(

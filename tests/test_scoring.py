@@ -280,3 +280,22 @@ def test_model_logits_rejects_non_tensor_output(images):
 
     with pytest.raises(InputValidationError, match="returned dict"):
         model_logits(Dicty(), images, None)
+
+
+def test_concurrent_scoring_leaves_the_model_as_it_was(images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = make_smooth_net().train()
+    net.conv.weight.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    expected = odin_scores(net, images, temperature=1000.0, epsilon=0.0014, normalization=NORM)
+
+    def work(_: int) -> torch.Tensor:
+        kw = {"temperature": 1000.0, "epsilon": 0.0014, "normalization": NORM}
+        return odin_scores(net, images, **kw).odin_score
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(16)))
+    for r in results:
+        torch.testing.assert_close(r, expected.odin_score, rtol=0, atol=0)
+    assert net.training and {n: p.requires_grad for n, p in net.named_parameters()} == flags
