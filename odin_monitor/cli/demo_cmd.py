@@ -9,6 +9,7 @@ print where everything is. Nothing is downloaded; no server is started.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -317,10 +318,13 @@ def run_demo(
     spike_from = batches - 3
     results = []
     lines = []
+    # Simulated arrival times, one batch a minute up to now, so dashboards show a series.
+    start = datetime.now(timezone.utc) - timedelta(minutes=batches - 1)
     for b, images in enumerate(stream(data, batches, batch_size, spike_from, spike_share, seed)):
         path = inbox / f"batch-{b:04d}.npz"
         np.savez_compressed(path, images=images)
-        res = process_path(path, loaded, config, batch_id=f"batch-{b:04d}")
+        stamp = (start + timedelta(minutes=b)).isoformat()
+        res = process_path(path, loaded, config, batch_id=f"batch-{b:04d}", created_at=stamp)
         results.append(res)
         lines.append(human(res) + ("   <- OOD spike injected" if b >= spike_from else ""))
         info(lines[-1])

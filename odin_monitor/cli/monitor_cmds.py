@@ -73,12 +73,17 @@ def _log_alerts_to(path: Path) -> None:
 
 
 def process_path(
-    path: Path, loaded: LoadedModel, config: MonitorConfig, batch_id: str | None = None
+    path: Path,
+    loaded: LoadedModel,
+    config: MonitorConfig,
+    batch_id: str | None = None,
+    created_at: str | None = None,
 ) -> BatchResult:
     """Score (or ingest) one batch file or folder and run the monitoring step on it.
 
     Arrays may be uint8 ``(N, H, W, C)`` or float ``(N, C, H, W)``; folders hold image
-    files of any size (resized to the model's input). A batch that cannot be read
+    files of any size (resized to the model's input). ``created_at`` (ISO-8601) stamps
+    the batch; default now. A batch that cannot be read
     or scored is quarantined: the file or folder moves to ``quarantine/``.
     """
     from odin_monitor.data import load_folder, load_images
@@ -88,7 +93,12 @@ def process_path(
     suffix = path.suffix.lower()
     if path.is_file() and suffix in SCORE_SUFFIXES:
         return process_batch(
-            loaded.ref, config, scores=path, batch_id=batch_id, reference=loaded.reference
+            loaded.ref,
+            config,
+            scores=path,
+            batch_id=batch_id,
+            reference=loaded.reference,
+            created_at=created_at,
         )
     if path.is_file() and suffix not in ARRAY_SUFFIXES:
         raise click.BadParameter(
@@ -109,6 +119,7 @@ def process_path(
             batch_id=bid,
             scorer=scorer_for(loaded.detector),
             reference=loaded.reference,
+            created_at=created_at,
         )
     except ValueError as err:  # unreadable: DataLoadError, InputValidationError, ...
         result = BatchResult(bid, quarantine_reason=str(err))

@@ -65,18 +65,33 @@ def score_histogram(
     """
     fig = go.Figure()
     finite_cur = current[np.isfinite(current)]
-    if reference is not None:
-        finite_ref = reference[np.isfinite(reference)]
+    finite_ref = None if reference is None else reference[np.isfinite(reference)]
+    # One set of bins for both, so the two shapes compare bar by bar.
+    pooled = np.concatenate([finite_cur, finite_ref if finite_ref is not None else []])
+    lo, hi = (float(pooled.min()), float(pooled.max())) if pooled.size else (0.0, 1.0)
+    bins = go.histogram.XBins(
+        start=lo, end=hi + 1e-9 * max(1.0, abs(hi)), size=(hi - lo) / 40 or 1.0
+    )
+    if finite_ref is not None:
         fig.add_trace(
             go.Histogram(
                 x=finite_ref,
                 name="reference (in-distribution)",
                 histnorm="probability",
-                opacity=0.6,
+                opacity=0.55,
+                xbins=bins,
+                marker_color="#1f77b4",
             )
         )
     fig.add_trace(
-        go.Histogram(x=finite_cur, name="current batch", histnorm="probability", opacity=0.6)
+        go.Histogram(
+            x=finite_cur,
+            name="current batch",
+            histnorm="probability",
+            opacity=0.55,
+            xbins=bins,
+            marker_color="#ff7f0e",
+        )
     )
     fig.add_vline(
         x=float(threshold),
