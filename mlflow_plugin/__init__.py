@@ -1,1 +1,45 @@
-"""The MLflow ``odin`` flavour."""
+"""MLflow ``odin`` flavour: log, register, serve and evaluate a calibrated ODIN detector.
+
+Example:
+    >>> import mlflow_plugin
+    >>> mlflow_plugin.FLAVOR_NAME
+    'odin'
+"""
+
+from __future__ import annotations
+
+from mlflow_plugin.export import ModelExportError
+from mlflow_plugin.flavor import (
+    FLAVOR_NAME,
+    get_default_conda_env,
+    get_default_pip_requirements,
+    load_model,
+    load_record,
+    load_reference,
+    log_model,
+    save_model,
+)
+from mlflow_plugin.registry import (
+    calibration_tags,
+    compare_calibrations,
+    load_by_alias,
+    register_detector,
+    set_alias,
+)
+
+__all__ = [
+    "FLAVOR_NAME",
+    "ModelExportError",
+    "calibration_tags",
+    "compare_calibrations",
+    "get_default_conda_env",
+    "get_default_pip_requirements",
+    "load_by_alias",
+    "load_model",
+    "load_record",
+    "load_reference",
+    "log_model",
+    "register_detector",
+    "save_model",
+    "set_alias",
+]

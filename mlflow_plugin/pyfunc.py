@@ -1,0 +1,216 @@
+"""The pyfunc wrapper: validated images in, one row of ODIN scores per image out.
+
+``predict`` accepts what MLflow hands a tensor-signature model (a float32 array
+``(N, C, H, W)``), and also flattened images ``(N, C·H·W)`` or a one-column
+DataFrame of per-image arrays (as ``spark_udf`` and ``mlflow.models.evaluate``
+pass them). Every input goes through :func:`odin_monitor.validation.as_image_tensor`:
+a wrong shape, dtype, channel count, NaN or a pixel outside [0, 1] is an
+``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400 through the server).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from odin_monitor.detector import SCORE_COLUMNS, OdinDetector
+from odin_monitor.errors import InputValidationError, OdinError
+
+__all__ = [
+    "OdinPyfuncModel",
+    "images_from_input",
+    "model_signature",
+    "resolve_device",
+]
+
+_OUTPUT_TYPES = {
+    "odin_score": "double",
+    "spread_score": "double",
+    "msp": "double",
+    "predicted_class": "long",
+    "is_ood": "boolean",
+}
+
+
+def model_signature(
+    input_shape: tuple[int, ...], *, threshold: float, batch_size: int
+) -> ModelSignature:
+    """Tensor input ``float32 (-1, C, H, W)``, the score columns out, and the params.
+
+    The params' defaults are the calibrated values, because MLflow applies a
+    ParamSpec's default on every call that does not pass the param.
+
+    Example:
+        >>> sig = model_signature((3, 8, 8), threshold=0.2, batch_size=64)
+        >>> sig.inputs.inputs[0].shape, sig.params.to_dict()[1]["default"]
+        ((-1, 3, 8, 8), 0.2)
+    """
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *map(int, input_shape)))])
+    outputs = Schema([ColSpec(_OUTPUT_TYPES[c], c) for c in SCORE_COLUMNS])
+    params = ParamSchema(
+        [
+            ParamSpec("batch_size", "long", int(batch_size)),
+            ParamSpec("threshold", "double", float(threshold)),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def resolve_device(device: Any = None) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU; otherwise the device asked for.
+
+    Raises:
+        MlflowException: An unknown device string, or CUDA asked for but unavailable.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise MlflowException.invalid_parameter_value(
+            f"Expected model_config['device'] like 'cpu', 'cuda' or 'cuda:1', but got {device!r}."
+        ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MlflowException.invalid_parameter_value(
+            f"model_config['device'] is {device!r}, but CUDA is not available here. "
+            "Use 'cpu' or leave it unset (CUDA when available)."
+        )
+    return dev
+
+
+def _stack_column(values: pd.Series) -> np.ndarray:
+    try:
+        return np.stack([np.asarray(v, dtype=np.float32) for v in values])
+    except (ValueError, TypeError) as err:
+        raise InputValidationError(
+            "Expected every row of the image column to hold an array of the same length "
+            f"(one flattened image), but they differ: {err}."
+        ) from err
+
+
+def images_from_input(model_input: Any, input_shape: tuple[int, ...]) -> np.ndarray | torch.Tensor:
+    """Turn pyfunc input into a batch ``(N, C, H, W)``, leaving value checks to the detector.
+
+    Accepted: an array or tensor ``(N, C, H, W)``; flattened images ``(N, C·H·W)``;
+    a DataFrame with one column of per-image arrays, or ``C·H·W`` numeric columns;
+    a one-entry dict of any of these (a named tensor input).
+
+    Raises:
+        InputValidationError: The input is none of the above.
+
+    Example:
+        >>> images_from_input(np.zeros((2, 12), np.float32), (3, 2, 2)).shape
+        (2, 3, 2, 2)
+    """
+    size = math.prod(input_shape)
+    x: Any = model_input
+    if isinstance(x, Mapping):
+        if len(x) != 1:
+            raise InputValidationError(
+                f"Expected one input tensor of images, but got a dict with keys {sorted(x)}."
+            )
+        x = next(iter(x.values()))
+    if isinstance(x, pd.DataFrame):
+        x = _stack_column(x.iloc[:, 0]) if x.shape[1] == 1 else x.to_numpy()
+    elif isinstance(x, pd.Series):
+        x = _stack_column(x)
+    elif isinstance(x, list):
+        x = np.asarray(x, dtype=np.float32)
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
+        raise InputValidationError(
+            f"Expected images as a float32 array (N, {', '.join(map(str, input_shape))}), "
+            f"flattened (N, {size}), or a DataFrame of them, but got {type(x).__name__}."
+        )
+    if x.ndim == 2 and x.shape[1] == size:
+        return x.reshape((x.shape[0], *input_shape))
+    if x.ndim == 2:
+        raise InputValidationError(
+            f"Expected flattened images with {size} values each (C·H·W for "
+            f"{tuple(input_shape)}), but got shape {tuple(x.shape)}."
+        )
+    return x
+
+
+class OdinPyfuncModel:
+    """What ``mlflow.pyfunc.load_model`` wraps for the ``odin`` flavour.
+
+    Args:
+        detector: A fitted :class:`~odin_monitor.OdinDetector` on its device.
+        batch_size: Default images per chunk (the signature's default).
+        threshold: Default δ (the signature's default; the calibrated value).
+    """
+
+    def __init__(self, detector: OdinDetector, *, batch_size: int, threshold: float) -> None:
+        self.detector = detector
+        self.batch_size = int(batch_size)
+        self.threshold = float(threshold)
+        self._lock = threading.Lock()
+
+    def get_raw_model(self) -> OdinDetector:
+        """The underlying detector (``PyFuncModel.get_raw_model()`` returns it)."""
+        return self.detector
+
+    def _params(self, params: Mapping[str, Any] | None) -> tuple[int, float]:
+        params = dict(params or {})
+        unknown = sorted(set(params) - {"batch_size", "threshold"})
+        if unknown:
+            raise MlflowException.invalid_parameter_value(
+                f"Expected params among ['batch_size', 'threshold'], but got {unknown}."
+            )
+        try:
+            batch_size = int(params.get("batch_size", self.batch_size))
+            threshold = float(params.get("threshold", self.threshold))
+        except (TypeError, ValueError) as err:
+            raise MlflowException.invalid_parameter_value(
+                f"Expected an integer batch_size and a numeric threshold, but got {params}."
+            ) from err
+        if batch_size < 1:
+            raise MlflowException.invalid_parameter_value(
+                f"Expected params['batch_size'] >= 1, but got {batch_size}."
+            )
+        if not math.isfinite(threshold):
+            raise MlflowException.invalid_parameter_value(
+                f"Expected a finite params['threshold'], but got {threshold}."
+            )
+        return batch_size, threshold
+
+    def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Score images; one row per image.
+
+        Args:
+            model_input: float32 images ``(N, C, H, W)`` in [0, 1] (see
+                :func:`images_from_input` for the other accepted layouts).
+            params: ``batch_size`` (images per chunk, caps memory) and ``threshold``
+                (δ override); both default to the saved values.
+
+        Returns:
+            DataFrame with columns ``odin_score``, ``spread_score``, ``msp``,
+            ``predicted_class``, ``is_ood``.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for bad images or params.
+        """
+        batch_size, threshold = self._params(params)
+        det = copy.copy(self.detector)
+        det.batch_size = batch_size
+        try:
+            x = images_from_input(model_input, tuple(det.input_shape_))
+            with self._lock:
+                scores = det.score_batch(x, threshold=threshold)
+        except OdinError as err:
+            raise MlflowException.invalid_parameter_value(str(err)) from err
+        return scores.to_frame()

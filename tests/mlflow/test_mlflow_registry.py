@@ -1,0 +1,90 @@
+"""Registry: version tags, aliases on request, recalibration, and the logging run."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from odin_mlflow_testing import images, make_net
+
+import mlflow_plugin
+from mlflow_plugin.registry import calibration_tags
+from odin_monitor import calibrate
+
+
+def test_log_model_run_holds_params_metrics_and_figures(tracking: str, result) -> None:
+    with mlflow.start_run() as run:
+        info = mlflow_plugin.log_model(result, "detector")
+    data = MlflowClient().get_run(run.info.run_id).data
+    assert data.params["odin.temperature"] == repr(result.record.temperature)
+    assert data.params["odin.epsilon"] == repr(result.record.epsilon)
+    assert data.params["odin.threshold"] == repr(result.record.threshold)
+    assert data.params["odin.tpr_target"] == "0.95"
+    assert data.params["odin.input_shape"] == "[3, 8, 8]"
+    assert data.metrics["odin.val.fpr_at_tpr"] == pytest.approx(result.record.metrics["fpr_at_tpr"])
+    assert data.metrics["odin.val.auroc"] == pytest.approx(result.record.metrics["auroc"])
+    files = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "odin/detector")}
+    assert {
+        "odin/detector/calibration_grid.csv",
+        "odin/detector/grid_heatmap.png",
+        "odin/detector/roc.png",
+        "odin/detector/score_histograms.png",
+        "odin/detector/calibration_record.json",
+    } <= files
+    assert mlflow_plugin.load_record(info.model_uri) == result.record
+
+
+def test_register_tags_versions_and_sets_no_alias(tracking: str, result) -> None:
+    info = mlflow_plugin.log_model(result, "detector", registered_model_name="odin-test")
+    client = MlflowClient()
+    mv = client.get_model_version("odin-test", str(info.registered_model_version))
+    rec = result.record
+    assert mv.tags["odin.temperature"] == repr(rec.temperature)
+    assert mv.tags["odin.epsilon"] == repr(rec.epsilon)
+    assert mv.tags["odin.threshold"] == repr(rec.threshold)
+    assert mv.tags["odin.tpr_target"] == repr(rec.tpr_target)
+    assert mv.tags["odin.calibration_sha256"] == rec.sha256()
+    assert mv.tags["odin.metric.auroc"] == repr(rec.metrics["auroc"])
+    assert client.get_registered_model("odin-test").aliases == {}
+    mlflow_plugin.set_alias("odin-test", "champion", mv.version)
+    det = mlflow_plugin.load_by_alias("odin-test", "champion", device="cpu")
+    x = images(8, seed=2)
+    np.testing.assert_allclose(det.score_samples(x), result.detector.score_samples(x), atol=1e-6)
+
+
+def test_recalibration_makes_a_new_version_and_keeps_the_old(tracking: str, result) -> None:
+    with mlflow.start_run():
+        info1 = mlflow_plugin.log_model(result, "detector")
+    v1 = mlflow_plugin.register_detector(info1.model_uri, "odin-recal")
+    mlflow_plugin.set_alias("odin-recal", "champion", v1.version)
+    x = images(10, seed=21)
+    before = mlflow.pyfunc.load_model("models:/odin-recal/1").predict(x.numpy())
+
+    # Same classifier, new validation data and a different tpr_target.
+    result2 = calibrate(
+        make_net(),
+        images(80, seed=99),
+        normalization=None,
+        temperatures=[1.0, 1000.0],
+        epsilons=[0.0, 0.002],
+        tpr_target=0.9,
+    )
+    with mlflow.start_run():
+        info2 = mlflow_plugin.log_model(result2, "detector")
+    v2 = mlflow_plugin.register_detector(info2.model_uri, "odin-recal")
+    assert (str(v1.version), str(v2.version)) == ("1", "2")
+    assert v2.tags == {**v2.tags, **calibration_tags(result2.record)}
+    assert v1.tags["odin.calibration_sha256"] != v2.tags["odin.calibration_sha256"]
+    # The alias did not move; version 1 still loads and scores exactly as before.
+    assert str(MlflowClient().get_model_version_by_alias("odin-recal", "champion").version) == "1"
+    after = mlflow.pyfunc.load_model("models:/odin-recal@champion").predict(x.numpy())
+    assert before.equals(after)
+    diff = mlflow_plugin.compare_calibrations("odin-recal", 1, 2)
+    assert list(diff.columns) == ["v1", "v2", "equal"]
+    assert not diff.loc["tpr_target", "equal"] and diff.loc["tpr_target", "v2"] == 0.9
+    assert not diff.loc["calibration_sha256", "equal"]
+    assert diff.loc["input_shape", "equal"]
+    mlflow_plugin.set_alias("odin-recal", "champion", 2)
+    assert mlflow_plugin.load_by_alias("odin-recal").tpr_target == 0.9
+    assert mlflow_plugin.compare_calibrations("odin-recal", 1, "champion").shape == diff.shape
