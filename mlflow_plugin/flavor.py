@@ -462,16 +462,13 @@ def _load_detector(
 ) -> OdinDetector:
     record = _read_record(model_path, conf)
     model = _load_classifier(model_path, conf, device)
-    det = OdinDetector.from_record(
+    return OdinDetector.from_record(
         model,
         record,
         batch_size=int(batch_size or conf.get("batch_size", 256)),
         device=device,
+        reference=_read_reference(model_path, conf),
     )
-    reference = _read_reference(model_path, conf)
-    if reference is not None:
-        det.reference_ = reference
-    return det
 
 
 def load_model(

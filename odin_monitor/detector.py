@@ -344,8 +344,22 @@ class OdinDetector:
         batch_size: int = 256,
         mixed_precision: bool = False,
         device: torch.device | str | None = None,
+        reference: BatchScores | None = None,
     ) -> OdinDetector:
-        """A fitted detector from a saved record, without re-running calibration."""
+        """A fitted detector from a saved record, without re-running calibration.
+
+        Args:
+            model: The classifier the record was calibrated for.
+            record: The calibration record.
+            batch_size: Images per chunk.
+            mixed_precision: Autocast the model (bf16).
+            device: Where to compute; default the model's device.
+            reference: The in-distribution validation scores saved with the record
+                (becomes ``reference_``), when available.
+
+        Returns:
+            A fitted detector whose ``threshold_`` is the record's δ.
+        """
         det = cls(
             model,
             temperature=record.temperature,
@@ -363,6 +377,8 @@ class OdinDetector:
         ids = [s for s in record.sources if s.role == "in_distribution"]
         if ids:
             det.id_source_ = ids[0]
+        if reference is not None:
+            det.reference_ = reference
         det.threshold_spread_ = record.threshold_spread
         det.threshold_ = record.threshold
         return det

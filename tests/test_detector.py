@@ -98,6 +98,9 @@ def test_record_round_trip_and_from_record(x_val):
     clone = OdinDetector.from_record(det.model, again, batch_size=16)
     np.testing.assert_array_equal(clone.predict(x_val), det.predict(x_val))
     assert clone.to_record().threshold == rec.threshold
+    assert not hasattr(clone, "reference_")
+    with_ref = OdinDetector.from_record(det.model, again, reference=det.reference_)
+    assert with_ref.reference_ is det.reference_
 
 
 def test_set_and_get_params():
