@@ -38,6 +38,13 @@ def invoke(args, env=None):
     return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
 
 
+def run_calibrate(id_val, out, *extra, model=FACTORY, flags=()):
+    """`calibrate` with raw pixels; errors caught as a user would see them."""
+    args = [*flags, "calibrate", "--model", model, "--id-val", str(id_val)]
+    args += ["--normalization", "none", "--out", str(out), *extra]
+    return CliRunner().invoke(main, args)
+
+
 @pytest.fixture(scope="module")
 def calibrated(workdir) -> Path:
     out = workdir / "calib"
@@ -147,21 +154,7 @@ def test_normalisation_must_be_explicit(workdir):
     ],
 )
 def test_bad_arguments_get_one_clear_line(workdir, tmp_path, args, message):
-    res = CliRunner().invoke(
-        main,
-        [
-            "calibrate",
-            "--model",
-            FACTORY,
-            "--id-val",
-            str(workdir / "id.npz"),
-            "--normalization",
-            "none",
-            "--out",
-            str(tmp_path / "o"),
-            *args,
-        ],
-    )
+    res = run_calibrate(workdir / "id.npz", tmp_path / "o", *args)
     assert res.exit_code in (1, 2)
     assert message in res.output
     assert "Traceback" not in res.output
@@ -173,72 +166,19 @@ def test_bad_input_files(workdir, tmp_path):
             return (Path.touch, (tmp_path / "pwned",))
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil()))
-    res = CliRunner().invoke(
-        main,
-        [
-            "calibrate",
-            "--model",
-            FACTORY,
-            "--weights",
-            str(tmp_path / "evil.pt"),
-            "--id-val",
-            str(workdir / "id.npz"),
-            "--normalization",
-            "none",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-    )
+    res = run_calibrate(workdir / "id.npz", tmp_path / "o", "--weights", str(tmp_path / "evil.pt"))
     assert res.exit_code == 1
     assert "weights_only=True" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "pwned").exists()
 
     (tmp_path / "notes.txt").write_text("hello")
-    res = CliRunner().invoke(
-        main,
-        [
-            "calibrate",
-            "--model",
-            FACTORY,
-            "--id-val",
-            str(tmp_path / "notes.txt"),
-            "--normalization",
-            "none",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-    )
+    res = run_calibrate(tmp_path / "notes.txt", tmp_path / "o")
     assert res.exit_code == 1 and ".npz or .npy" in res.output
 
-    res = CliRunner().invoke(
-        main,
-        [
-            "calibrate",
-            "--model",
-            "no.such.module:f",
-            "--id-val",
-            str(workdir / "id.npz"),
-            "--normalization",
-            "none",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-    )
+    res = run_calibrate(workdir / "id.npz", tmp_path / "o", model="no.such.module:f")
     assert res.exit_code == 1 and "Cannot import 'no.such.module'" in res.output
-    res = CliRunner().invoke(
-        main,
-        [
-            "--debug",
-            "calibrate",
-            "--model",
-            "no.such.module:f",
-            "--id-val",
-            str(workdir / "id.npz"),
-            "--normalization",
-            "none",
-            "--out",
-            str(tmp_path / "o"),
-        ],
+    res = run_calibrate(
+        workdir / "id.npz", tmp_path / "o", model="no.such.module:f", flags=["--debug"]
     )
     assert res.exit_code == 1 and res.exc_info is not None  # --debug keeps the traceback
 

@@ -72,27 +72,22 @@ def score_histogram(
     bins = go.histogram.XBins(
         start=lo, end=hi + 1e-9 * max(1.0, abs(hi)), size=(hi - lo) / 40 or 1.0
     )
-    if finite_ref is not None:
-        fig.add_trace(
-            go.Histogram(
-                x=finite_ref,
-                name="reference (in-distribution)",
-                histnorm="probability",
-                opacity=0.55,
-                xbins=bins,
-                marker_color="#1f77b4",
+    traces = [
+        (finite_ref, "reference (in-distribution)", "#1f77b4"),
+        (finite_cur, "current batch", "#ff7f0e"),
+    ]
+    for values, name, color in traces:
+        if values is not None:
+            fig.add_trace(
+                go.Histogram(
+                    x=values,
+                    name=name,
+                    histnorm="probability",
+                    opacity=0.55,
+                    xbins=bins,
+                    marker_color=color,
+                )
             )
-        )
-    fig.add_trace(
-        go.Histogram(
-            x=finite_cur,
-            name="current batch",
-            histnorm="probability",
-            opacity=0.55,
-            xbins=bins,
-            marker_color="#ff7f0e",
-        )
-    )
     fig.add_vline(
         x=float(threshold),
         line_dash="dash",
