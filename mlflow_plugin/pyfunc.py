@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,7 +157,6 @@ class OdinPyfuncModel:
         self.detector = detector
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
-        self._lock = threading.Lock()
 
     def get_raw_model(self) -> OdinDetector:
         """The underlying detector (``PyFuncModel.get_raw_model()`` returns it)."""
@@ -209,8 +207,8 @@ class OdinPyfuncModel:
         det.batch_size = batch_size
         try:
             x = images_from_input(model_input, tuple(det.input_shape_))
-            with self._lock:
-                scores = det.score_batch(x, threshold=threshold)
+            # Concurrent requests take turns inside the core's per-model lock.
+            scores = det.score_batch(x, threshold=threshold)
         except OdinError as err:
             raise MlflowException.invalid_parameter_value(str(err)) from err
         return scores.to_frame()
