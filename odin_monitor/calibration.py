@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "GRID_METRICS",
     "PAPER_EPSILONS",
     "PAPER_TEMPERATURES",
     "CalibrationResult",

@@ -212,6 +212,45 @@ def model_logits(
     return out.float()
 
 
+# Models that failed on a channels_last input (e.g. ``.view`` on a non-contiguous
+# activation); they get the default layout from then on.
+_NO_CHANNELS_LAST: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _leaf_copy(
+    x: torch.Tensor, device: torch.device, layout: torch.memory_format, requires_grad: bool
+) -> torch.Tensor:
+    xb = x.to(device, dtype=torch.float32)
+    return torch.empty_like(xb, memory_format=layout).copy_(xb).requires_grad_(requires_grad)
+
+
+def _attached_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    normalization: Normalization | None,
+    requires_grad: bool,
+    mixed_precision: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leaf input chunk and its logits, still attached to the graph of the input.
+
+    On CPU a 4-D chunk is laid out channels_last: oneDNN's convolutions (forward and
+    input gradient) run faster on it, and the perturbed input inherits the layout.
+    The model's weights are not touched. A model that cannot take that layout
+    raises on it; it then runs on the default layout, now and for later calls.
+    """
+    if device.type == "cpu" and x.ndim == 4 and model not in _NO_CHANNELS_LAST:
+        xb = _leaf_copy(x, device, torch.channels_last, requires_grad)
+        try:
+            with _autocast(device, mixed_precision):
+                return xb, model_logits(model, xb, normalization)
+        except RuntimeError:
+            _NO_CHANNELS_LAST.add(model)
+    xb = _leaf_copy(x, device, torch.contiguous_format, requires_grad)
+    with _autocast(device, mixed_precision):
+        return xb, model_logits(model, xb, normalization)
+
+
 def input_gradient_sign(
     logits: torch.Tensor, x: torch.Tensor, temperature: float, *, retain_graph: bool = False
 ) -> torch.Tensor:
@@ -326,9 +365,9 @@ def odin_scores(
     parts: list[tuple[torch.Tensor, ...]] = []
     with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
         for sl in _chunks(x.shape[0], batch_size):
-            xb = x[sl].to(dev, dtype=torch.float32).clone().requires_grad_(epsilon > 0)
-            with _autocast(dev, mixed_precision):
-                logits0 = model_logits(model, xb, normalization)
+            xb, logits0 = _attached_forward(
+                model, x[sl], dev, normalization, epsilon > 0, mixed_precision
+            )
             if epsilon > 0:
                 sign = input_gradient_sign(logits0, xb, temperature)
                 with torch.no_grad(), _autocast(dev, mixed_precision):
@@ -399,9 +438,9 @@ def grid_scores(
     out = torch.empty(len(temperatures), len(epsilons), x.shape[0], dtype=torch.float64)
     with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
         for sl in _chunks(x.shape[0], batch_size):
-            xb = x[sl].to(dev, dtype=torch.float32).clone().requires_grad_(need_grad)
-            with _autocast(dev, mixed_precision):
-                logits0 = model_logits(model, xb, normalization)
+            xb, logits0 = _attached_forward(
+                model, x[sl], dev, normalization, need_grad, mixed_precision
+            )
             for i, t in enumerate(temperatures):
                 t = float(t)
                 sign = None

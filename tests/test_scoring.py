@@ -299,3 +299,27 @@ def test_concurrent_scoring_leaves_the_model_as_it_was(images):
     for r in results:
         torch.testing.assert_close(r, expected.odin_score, rtol=0, atol=0)
     assert net.training and {n: p.requires_grad for n, p in net.named_parameters()} == flags
+
+
+class ViewsActivations(nn.Module):
+    """`.view` fails on a channels_last activation: the CPU fast path must fall back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x))
+        return self.fc(h.view(h.shape[0], -1))
+
+
+def test_models_that_need_the_default_layout_still_score(images):
+    torch.manual_seed(0)
+    net = ViewsActivations().eval()
+    with pytest.raises(RuntimeError):
+        net(images.contiguous(memory_format=torch.channels_last))
+    ref = reference_odin(net, images, 1000.0, 0.0014, NORM)
+    for _ in range(2):  # the fallback is remembered for the next call
+        got = odin_scores(net, images, temperature=1000.0, epsilon=0.0014, normalization=NORM)
+        np.testing.assert_allclose(got.odin_score.numpy(), ref[:, 0], atol=1e-6)
