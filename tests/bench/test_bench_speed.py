@@ -32,18 +32,13 @@ def test_per_image_loop_scores_equal_ours_and_model_is_restored(smooth_net, imag
     assert all(p.grad is None for p in smooth_net.parameters())
 
 
-def test_channels_last_candidate_equals_ours(smooth_net, images):
-    ours = odin_scores(smooth_net, images, temperature=10.0, epsilon=0.003, normalization=NORM)
-    cand = speed.odin_channels_last(
-        smooth_net,
-        images,
-        temperature=10.0,
-        epsilon=0.003,
-        normalization=NORM,
-        batch_size=5,
-        device=torch.device("cpu"),
-    )
-    np.testing.assert_allclose(cand.numpy(), ours.odin_score.numpy(), rtol=0, atol=1e-6)
+def test_channels_last_forward_equals_plain_forward(smooth_net, images):
+    from odin_monitor.models import CIFAR_RESNET_NORMALIZATION
+
+    cpu = torch.device("cpu")
+    plain = speed._forward(smooth_net.eval(), CIFAR_RESNET_NORMALIZATION, 5, cpu, False)(images)
+    cl = speed._forward_cl(smooth_net, CIFAR_RESNET_NORMALIZATION, 5, cpu, False)(images)
+    torch.testing.assert_close(torch.cat(cl), torch.cat(plain), rtol=0, atol=1e-5)
 
 
 def test_pytorch_ood_scores_equal_ours(smooth_net, images):
@@ -94,16 +89,17 @@ def test_tiny_synthetic_run_reports_every_method_and_target():
         include_peer=False,
     )
     methods = [r.method for r in result.rows]
-    assert methods == [speed.FORWARD, speed.OURS, speed.PROPOSED, speed.PER_IMAGE]
+    assert methods == [speed.FORWARD, speed.FORWARD_CL, speed.OURS, speed.PER_IMAGE]
     fwd = result.rows[0]
     assert fwd.ratio_to_forward == pytest.approx(1.0)
-    ours = result.rows[1]
+    ours = result.rows[2]
     assert ours.images_per_s == pytest.approx(ours.n_images / ours.seconds)
     assert result.rows[-1].batch_size == 1 and result.rows[-1].n_images == 2
     text = speed.format_markdown(result)
     for needle in [
         "| forward (inference_mode) | fp32 | 8 |",
         "| odin (ours) |",
+        "| forward (channels_last input) |",
         "#### Targets",
         "#### Calibration",
         "same choice: **True**",
