@@ -362,7 +362,8 @@ def odin_scores(
     """
     _check_hyper(temperature, epsilon)
     dev = torch.device(device) if device is not None else model_device(model)
-    parts: list[tuple[torch.Tensor, ...]] = []
+    parts: list[torch.Tensor] = []
+    classes: list[torch.Tensor] = []
     with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
         for sl in _chunks(x.shape[0], batch_size):
             xb, logits0 = _attached_forward(
@@ -375,18 +376,18 @@ def odin_scores(
             else:
                 logits = logits0.detach()
             logits0 = logits0.detach()
-            parts.append(
-                (
-                    max_softmax(logits, temperature).cpu(),
-                    spread_score(logits, temperature).cpu(),
-                    max_softmax(logits0, 1.0).cpu(),
-                    logits0.argmax(dim=1).cpu(),
-                )
+            # Results stay on the device until the end: one transfer, no sync per chunk.
+            stats = (
+                max_softmax(logits, temperature),
+                spread_score(logits, temperature),
+                max_softmax(logits0, 1.0),
             )
+            parts.append(torch.stack(stats))
+            classes.append(logits0.argmax(dim=1))
             if progress is not None:
                 progress(sl.stop - sl.start)
-    cols = list(zip(*parts, strict=True))
-    return OdinScores(*(torch.cat(col) for col in cols))
+    odin, spread, msp = torch.cat(parts, dim=1).cpu()
+    return OdinScores(odin, spread, msp, torch.cat(classes).cpu())
 
 
 def grid_scores(
@@ -435,7 +436,8 @@ def grid_scores(
             _check_hyper(float(t), float(e))
     dev = torch.device(device) if device is not None else model_device(model)
     need_grad = any(e > 0 for e in epsilons)
-    out = torch.empty(len(temperatures), len(epsilons), x.shape[0], dtype=torch.float64)
+    shape = (len(temperatures), len(epsilons), x.shape[0])
+    out = torch.empty(shape, dtype=_stat_dtype(dev), device=dev)  # moved to the CPU once
     with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
         for sl in _chunks(x.shape[0], batch_size):
             xb, logits0 = _attached_forward(
@@ -457,7 +459,7 @@ def grid_scores(
                             logits = model_logits(
                                 model, perturb(xb.detach(), sign, e), normalization
                             )
-                    out[i, j, sl] = max_softmax(logits, t).cpu().double()
+                    out[i, j, sl] = max_softmax(logits, t)
             if progress is not None:
                 progress(sl.stop - sl.start)
-    return out
+    return out.cpu().double()
