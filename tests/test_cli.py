@@ -287,3 +287,12 @@ def test_every_command_help_shows_an_example():
     for cmd in ["calibrate", "log", "register", "score", "report", "monitor", "demo", "bench"]:
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and "Example" in res.output, cmd
+
+
+def test_bench_subcommands_route_to_the_benchmarks(capsys):
+    for sub in ["quality", "speed"]:
+        res = CliRunner().invoke(main, ["bench", sub, "--help"])
+        assert res.exit_code == 0
+        assert f"usage: odin-monitor bench {sub}" in res.output and "example:" in res.output
+    res = CliRunner().invoke(main, ["bench", "speed", "--precisions", "fp64"])
+    assert res.exit_code == 2 and "invalid choice" in res.output

@@ -656,9 +656,13 @@ def format_markdown(result: QualityResult, plots_relative_to: Path | None = None
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m odin_monitor.bench.quality") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m odin_monitor.bench.quality",
+        prog=prog,
+        epilog=(
+            "example: odin-monitor bench quality --depths 20 --n-ood-val 200 --n-ood-test 1000 "
+            "--plots-dir docs/results --markdown docs/results/quality_resnet20.md"
+        ),
         description="MSP vs ODIN on real data: the paper's Tables 2 and 3 for CIFAR-10 ResNets.",
     )
     p.add_argument("--data-dir", type=Path, default=None, help="shared data folder")
@@ -679,9 +683,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry: run, print (and optionally write) the markdown report."""
-    args = _parser().parse_args(argv)
+    args = (_parser(prog) if prog else _parser()).parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_quality(

@@ -902,9 +902,13 @@ def format_markdown(result: SpeedResult) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m odin_monitor.bench.speed",
+        prog=prog,
+        epilog=(
+            "example: odin-monitor bench speed --depths 20 --batch-sizes 256 --n-batches 2 "
+            "--repeats 9 --markdown docs/results/speed_cpu.md"
+        ),
         description="ODIN speed vs a plain forward, the paper's per-image loop and pytorch-ood.",
     )
     p.add_argument("--data-dir", type=Path, default=None, help="shared data folder")
@@ -931,12 +935,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry: run, print (and optionally write) the report.
 
     Exits 1 when the grid and the naive loop choose different pairs.
     """
-    args = _parser().parse_args(argv)
+    args = (_parser(prog) if prog else _parser()).parse_args(argv)
     if args.memory_worker is not None:
         _memory_worker(json.loads(args.memory_worker))
         return 0
