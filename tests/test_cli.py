@@ -290,7 +290,7 @@ def test_every_command_help_shows_an_example():
 
 
 def test_bench_subcommands_route_to_the_benchmarks(capsys):
-    for sub in ["quality", "speed"]:
+    for sub in ["quality", "speed", "serve"]:
         res = CliRunner().invoke(main, ["bench", sub, "--help"])
         assert res.exit_code == 0
         assert f"usage: odin-monitor bench {sub}" in res.output and "example:" in res.output
