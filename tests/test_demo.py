@@ -49,3 +49,46 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "monitoring" / "workspace").is_dir()
     for name in ("grid.png", "roc.png", "histograms.png", "grid.csv", "record.json"):
         assert (out / "calibration" / name).is_file()
+
+
+def test_demo_on_real_cifar10(tmp_path, shared_data):
+    out = tmp_path / "demo-cifar"
+    res = CliRunner().invoke(
+        main,
+        [
+            "--json",
+            "demo",
+            "--out",
+            str(out),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(shared_data),
+            "--weights",
+            str(shared_data / "cifar10_resnet20.pt"),
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["registered_model"] == "odin-cifar10"
+    assert "Tiny ImageNet" in summary["spike_source"]
+    spike = [b["ood_rate"] for b in summary["batches"] if b["spike"]]
+    calm = [b["ood_rate"] for b in summary["batches"] if not b["spike"]]
+    assert min(spike) > max(calm) and summary["alerts"]
+
+
+def test_demo_refuses_cifar10_without_weights(tmp_path, shared_data):
+    res = CliRunner().invoke(
+        main,
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "d"),
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(shared_data),
+        ],
+    )
+    assert res.exit_code == 2 and "--weights" in res.output
