@@ -50,6 +50,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from odin_monitor.bench.common import cpu_model
+
 __all__ = [
     "SCORE_TOLERANCE",
     "ServeBenchError",
@@ -217,18 +219,6 @@ def _json_safe(value: Any) -> Any:
 # -- machine, command ------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def _machine_info() -> dict[str, str]:
     import platform
 
@@ -236,7 +226,7 @@ def _machine_info() -> dict[str, str]:
 
     info = {
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
         "python": platform.python_version(),

@@ -208,13 +208,19 @@ def _autocast(dev: torch.device, amp: bool) -> contextlib.AbstractContextManager
 
 
 def _forward(
-    model: nn.Module, norm: Normalization, bs: int, dev: torch.device, amp: bool
+    model: nn.Module,
+    norm: Normalization,
+    bs: int,
+    dev: torch.device,
+    amp: bool,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> Callable[[torch.Tensor], object]:
     def run(x: torch.Tensor) -> object:
         out = []
         with torch.inference_mode(), _autocast(dev, amp):
             for s in range(0, x.shape[0], bs):
-                out.append(model_logits(model, x[s : s + bs].to(dev), norm).cpu())
+                xb = x[s : s + bs].to(dev).contiguous(memory_format=layout)
+                out.append(model_logits(model, xb, norm).cpu())
         return out
 
     return run
@@ -241,15 +247,7 @@ def _ours(
 def _forward_cl(
     model: nn.Module, norm: Normalization, bs: int, dev: torch.device, amp: bool
 ) -> Callable[[torch.Tensor], object]:
-    def run(x: torch.Tensor) -> object:
-        out = []
-        with torch.inference_mode(), _autocast(dev, amp):
-            for s in range(0, x.shape[0], bs):
-                xb = x[s : s + bs].to(dev).contiguous(memory_format=torch.channels_last)
-                out.append(model_logits(model, xb, norm).cpu())
-        return out
-
-    return run
+    return _forward(model, norm, bs, dev, amp, layout=torch.channels_last)
 
 
 def _peer(
