@@ -145,6 +145,7 @@ def _ood_sets(
     seed: int,
     ood_name: str | None,
 ) -> tuple[torch.Tensor, tuple[ValidationSource, ...]]:
+    sets: dict[str, tuple[Any, int | None]]
     if x_ood_val is None:
         n_gauss = max(1, n_synthetic // 2)
         n_unif = max(1, n_synthetic - n_gauss)
@@ -235,13 +236,9 @@ def calibrate(
     tpr = check_tpr_target(tpr_target)
     channels = None if normalization is None else normalization.channels
     x_id = as_image_tensor(x_id_val, "x_id_val", channels=channels)
-    shape = tuple(int(s) for s in x_id.shape[1:])
+    c, h, w = (int(s) for s in x_id.shape[1:])
     x_ood, ood_sources = _ood_sets(
-        x_ood_val,
-        shape,
-        n_synthetic or int(x_id.shape[0]),
-        seed,
-        ood_name,  # type: ignore[arg-type]
+        x_ood_val, (c, h, w), n_synthetic or int(x_id.shape[0]), seed, ood_name
     )
     common = {
         "temperatures": temps,

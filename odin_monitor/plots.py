@@ -120,7 +120,7 @@ def plot_score_histograms(
     arrays = {k: as_score_array(v, f"scores_out[{k!r}]") for k, v in outs.items()}
     lo = min([a.min(), *(v.min() for v in arrays.values())])
     hi = max([a.max(), *(v.max() for v in arrays.values())])
-    edges = np.linspace(lo, hi if hi > lo else lo + 1e-12, bins + 1)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-12, bins + 1).tolist()
     fig = _figure()
     ax = fig.add_subplot()
     ax.hist(a, bins=edges, density=True, alpha=0.5, label="in-distribution")

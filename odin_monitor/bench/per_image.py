@@ -86,7 +86,10 @@ def per_image_odin(
                 label = torch.tensor([int(np.argmax(baseline))], device=dev)
                 loss = F.cross_entropy(outputs / temperature, label)
                 loss.backward()
-                gradient = (torch.ge(inputs.grad, 0).float() - 0.5) * 2 / std
+                grad = inputs.grad
+                if grad is None:  # pragma: no cover - backward always reaches the input
+                    raise RuntimeError("the input received no gradient")
+                gradient = (torch.ge(grad, 0).float() - 0.5) * 2 / std
                 perturbed = inputs.detach() - epsilon * gradient
                 outputs = model(perturbed)
                 scores[i] = _softmax_max(outputs.detach().cpu().numpy()[0], temperature)

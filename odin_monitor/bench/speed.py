@@ -449,16 +449,30 @@ def time_calibration(
             for j, e in enumerate(eps)
         ]
 
-    common = {"normalization": normalization, "batch_size": batch_size, "device": dev}
-
     def run_grid(x: torch.Tensor) -> np.ndarray:
-        return grid_scores(model, x, temperatures=temps, epsilons=eps, **common).numpy()
+        return grid_scores(
+            model,
+            x,
+            temperatures=temps,
+            epsilons=eps,
+            normalization=normalization,
+            batch_size=batch_size,
+            device=dev,
+        ).numpy()
 
     def run_naive(x: torch.Tensor) -> np.ndarray:
         out = np.empty((len(temps), len(eps), x.shape[0]))
         for i, t in enumerate(temps):
             for j, e in enumerate(eps):
-                out[i, j] = odin_scores(model, x, temperature=t, epsilon=e, **common).odin_score
+                out[i, j] = odin_scores(
+                    model,
+                    x,
+                    temperature=t,
+                    epsilon=e,
+                    normalization=normalization,
+                    batch_size=batch_size,
+                    device=dev,
+                ).odin_score
         return out
 
     # Alternate the two methods chunk by chunk (order flipped each time), so that

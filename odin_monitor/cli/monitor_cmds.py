@@ -368,7 +368,7 @@ def monitor_command(
                 continue
             result = process_path(path, loaded, config, bid)
             results.append(result)
-            emit(summarize(result), lambda r=result: human(r))
+            emit(summarize(result), human(result))
         if once or (max_scans is not None and scans >= max_scans):
             break
         time.sleep(interval)
