@@ -153,6 +153,12 @@ def export_classifier(model: nn.Module, input_shape: tuple[int, ...], path: str 
 
 def _records(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     infos = [info for info in archive.infolist() if not info.is_dir()]
+    names = [info.filename for info in infos]
+    if len(names) != len(set(names)):
+        # Readers disagree on which copy of a repeated name they use (this dict would
+        # keep the last, torch's reader takes the first): one copy could hide a pickle.
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"records {dup} appear more than once")
     prefixes = {info.filename.split("/", 1)[0] for info in infos}
     if len(prefixes) != 1 or any("/" not in info.filename for info in infos):
         raise ValueError("expected every record under one top-level folder")
@@ -205,26 +211,38 @@ def check_pt2_archive(path: str | Path) -> None:
         try:
             records = _records(archive)
             raw = _raw_tensor_records(archive, records)
-        except (ValueError, UnicodeDecodeError, AttributeError) as err:
+            _check_records(archive, records, raw, p.name, fix)
+        except ModelLoadError:
+            raise
+        except (ValueError, UnicodeDecodeError, AttributeError, zipfile.BadZipFile) as err:
             raise ModelLoadError(f"Refusing to load {p.name}: {err}. {fix}") from err
-        for name, info in records.items():
-            if name in raw:
+
+
+def _check_records(
+    archive: zipfile.ZipFile,
+    records: dict[str, zipfile.ZipInfo],
+    raw: set[str],
+    file_name: str,
+    fix: str,
+) -> None:
+    for name, info in records.items():
+        if name in raw:
+            continue
+        if _SAMPLE_INPUTS.match(name) and info.file_size == 0:
+            continue
+        content = archive.read(info)
+        if name in _TEXT_RECORDS and _TEXT_CONTENT.fullmatch(content):
+            continue
+        if name.endswith(".json"):
+            try:
+                json.loads(content.decode("utf-8"))
                 continue
-            if _SAMPLE_INPUTS.match(name) and info.file_size == 0:
-                continue
-            content = archive.read(info)
-            if name in _TEXT_RECORDS and _TEXT_CONTENT.fullmatch(content):
-                continue
-            if name.endswith(".json"):
-                try:
-                    json.loads(content.decode("utf-8"))
-                    continue
-                except (UnicodeDecodeError, ValueError):
-                    pass
-            raise ModelLoadError(
-                f"Refusing to load {p.name}: record {name!r} is not JSON, short text or raw "
-                f"tensor bytes, so loading it could unpickle and run code. {fix}"
-            )
+            except (UnicodeDecodeError, ValueError):
+                pass
+        raise ModelLoadError(
+            f"Refusing to load {file_name}: record {name!r} is not JSON, short text or raw "
+            f"tensor bytes, so loading it could unpickle and run code. {fix}"
+        )
 
 
 def load_exported(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:

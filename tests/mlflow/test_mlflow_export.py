@@ -147,3 +147,38 @@ def test_real_resnet20_exported_equals_eager(shared_data: Path, tmp_path: Path) 
     np.testing.assert_allclose(a.odin_score, b.odin_score, rtol=0, atol=1e-6)
     np.testing.assert_allclose(a.msp, b.msp, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(a.predicted_class, b.predicted_class)
+
+
+def test_repeated_record_cannot_hide_a_pickle(tmp_path: Path) -> None:
+    """Readers disagree on which copy of a repeated zip name they use: refuse repeats."""
+    import json
+
+    marker = tmp_path / "pwned"
+    good = export_classifier(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+        (3, 2, 2),
+        tmp_path / "m.pt2",
+    )
+    with zipfile.ZipFile(good) as z:
+        names = z.namelist()
+        cfg_name = next(n for n in names if n.endswith("model_weights_config.json"))
+        cfg = json.loads(z.read(cfg_name))
+        contents = {n: z.read(n) for n in names}
+    first = next(iter(cfg["config"]))
+    evil = json.loads(json.dumps(cfg))
+    evil["config"][first].update(use_pickle=True, path_name="weight_evil")
+    decoy = json.loads(json.dumps(cfg))
+    decoy["config"]["decoy"] = dict(cfg["config"][first], path_name="weight_evil")
+    top = names[0].split("/")[0]
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as w:
+        for n in names:
+            if n == cfg_name:
+                w.writestr(n, json.dumps(evil))  # torch's reader would take this one
+                w.writestr(n, json.dumps(decoy))
+            else:
+                w.writestr(n, contents[n])
+        w.writestr(f"{top}/data/weights/weight_evil", evil_pickle(marker))
+    with pytest.raises(ModelLoadError, match="more than once"):
+        load_exported(bad)
+    assert not marker.exists()
