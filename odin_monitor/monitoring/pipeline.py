@@ -171,6 +171,28 @@ def _score(scorer: Scorer, images: np.ndarray) -> pd.DataFrame:
     return out
 
 
+def _raise_alerts(
+    log: ScoreLog, model: ModelRef, config: MonitorConfig, record: BatchRecord
+) -> tuple[Alert, ...]:
+    """Evaluate the rules on the history up to ``record`` and store the alerts in the outbox."""
+    history = [
+        r
+        for r in log.history(model.name, model.version)
+        if r.model.calibration_sha256 == model.calibration_sha256 and r.seq <= record.seq
+    ]
+    html = None
+    if config.report_dir is not None:
+        from odin_monitor.monitoring.reports import report_paths
+
+        html = str(report_paths(config.report_dir, model, record.batch_id)[0])
+    alerts = tuple(replace(a, report_path=html) for a in evaluate_rules(config.rules, history))
+    if alerts:
+        log.enqueue_alerts(
+            ((a.alert_id, a.rule, a.to_dict()) for a in alerts), [n.name for n in config.notifiers]
+        )
+    return alerts
+
+
 def process_batch(
     model: ModelRef,
     config: MonitorConfig,
@@ -211,16 +233,21 @@ def process_batch(
 
     existing = log.get_batch(bid)
     if existing is not None:
+        # Re-raise the batch's alerts: a crash after the commit must not lose them
+        # (alert ids are deterministic and the outbox ignores repeats).
+        alerts = _raise_alerts(log, model, config, existing)
         delivered, failed = deliver_pending(log, config.notifiers)
         report = log.get_report(bid) or {}
         return BatchResult(
             bid,
             existing,
             duplicate=True,
+            alerts=alerts,
             html_path=report.get("html_path"),
             json_path=report.get("json_path"),
             project_id=report.get("project_id"),
             snapshot_id=report.get("snapshot_id"),
+            errors=(f"{failed} alert deliveries pending in the outbox",) if failed else (),
             delivered=delivered,
             undelivered=failed,
         )
@@ -249,6 +276,9 @@ def process_batch(
         created_at=created_at,
         source="scorer" if images is not None else f"ingest:{source or 'frame'}",
     )
+    # Alerts are decided and stored right after the commit, before the slow report, so a
+    # crash from here on loses none of them.
+    alerts = _raise_alerts(log, model, config, record)
 
     errors: list[str] = []
     html = json_path = project_id = snapshot_id = None
@@ -282,16 +312,6 @@ def process_batch(
             logger.exception("report for batch %s failed", bid)
             errors.append(f"report: {type(exc).__name__}: {exc}")
 
-    history = [
-        r
-        for r in log.history(model.name, model.version)
-        if r.model.calibration_sha256 == model.calibration_sha256
-    ]
-    alerts = tuple(replace(a, report_path=html) for a in evaluate_rules(config.rules, history))
-    if alerts:
-        log.enqueue_alerts(
-            ((a.alert_id, a.rule, a.to_dict()) for a in alerts), [n.name for n in config.notifiers]
-        )
     for notifier in config.notifiers:
         try:
             notifier.record_batch(record)

@@ -123,14 +123,18 @@ def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part)[:120] or "_"
 
 
+def report_paths(out_dir: str | Path, model: ModelRef, batch_id: str) -> tuple[Path, Path]:
+    """Where :func:`save_report` writes a batch's HTML and JSON (known before writing)."""
+    folder = Path(out_dir) / _safe(model.name) / _safe(model.version)
+    return folder / f"{_safe(batch_id)}.html", folder / f"{_safe(batch_id)}.json"
+
+
 def save_report(
     snapshot: Snapshot, out_dir: str | Path, model: ModelRef, batch_id: str
 ) -> tuple[Path, Path]:
     """Write ``<out>/<model>/<version>/<batch>.html`` and ``.json``; return both paths."""
-    folder = Path(out_dir) / _safe(model.name) / _safe(model.version)
-    folder.mkdir(parents=True, exist_ok=True)
-    html_path = folder / f"{_safe(batch_id)}.html"
-    json_path = folder / f"{_safe(batch_id)}.json"
+    html_path, json_path = report_paths(out_dir, model, batch_id)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html_path))
     json_path.write_text(snapshot.dumps(), encoding="utf-8")
     return html_path, json_path

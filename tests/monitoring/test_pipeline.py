@@ -188,3 +188,26 @@ def test_bad_arguments_raise_clear_errors(config, model):
     with pytest.raises(ValueError, match="Expected tpr_target"):
         type(model)(**{**model.to_dict(), "tpr_target": 95})
     assert json.loads(json.dumps(model.to_dict()))["name"] == model.name
+
+
+def test_crash_after_commit_loses_no_alert(config, model, reference, monkeypatch):
+    """The process dies while the report is built: the re-run still raises the alerts."""
+    from odin_monitor.monitoring import reports
+
+    scorer = fake_scorer_for(model)
+    process_batch(model, config, images=images(100, 0.05), scorer=scorer, reference=reference)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt  # not an Exception: like SIGINT or os._exit mid-report
+
+    monkeypatch.setattr(reports, "build_report", die)
+    with pytest.raises(KeyboardInterrupt):
+        process_batch(model, config, images=images(100, 0.3), scorer=scorer, batch_id="spike")
+    stored = {r["alert_id"] for r in config.log.outbox()}
+    assert stored, "the alert was stored before the report started"
+    monkeypatch.undo()
+    again = process_batch(model, config, images=images(100, 0.3), scorer=scorer, batch_id="spike")
+    assert again.duplicate and again.exit_code == EXIT_ALERT
+    assert {a.alert_id for a in again.alerts} == stored
+    assert len(config.log.outbox()) == len(stored) * len(config.notifiers)  # nothing doubled
+    assert {r["status"] for r in config.log.outbox()} == {"delivered"}
