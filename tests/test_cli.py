@@ -296,3 +296,44 @@ def test_bench_subcommands_route_to_the_benchmarks(capsys):
         assert f"usage: odin-monitor bench {sub}" in res.output and "example:" in res.output
     res = CliRunner().invoke(main, ["bench", "speed", "--precisions", "fp64"])
     assert res.exit_code == 2 and "invalid choice" in res.output
+
+
+def test_monitor_skips_strays_hashes_folders_and_resolves_latest(calibrated, workdir, tmp_path):
+    from PIL import Image
+
+    from odin_monitor.monitoring import ScoreLog
+
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    assert invoke(["-q", "log", str(calibrated), "--register", "odin-latest"], env).exit_code == 0
+    inbox, monitor_dir = tmp_path / "inbox", tmp_path / "mon"
+    inbox.mkdir()
+    (inbox / "notes.txt").write_text("not a batch")
+    (inbox / "half.npz.part").write_bytes(b"still being written")
+    folder = inbox / "day1"
+    folder.mkdir()
+    raw = np.load(workdir / "id.npz")["images"]
+    for i in range(3):
+        Image.fromarray(raw[i]).save(folder / f"{i}.png")
+    args = [
+        "monitor",
+        "--inbox",
+        str(inbox),
+        "--model-uri",
+        "models:/odin-latest/latest",
+        "--monitor-dir",
+        str(monitor_dir),
+        "--once",
+    ]
+    res = CliRunner().invoke(main, args, env=env)
+    assert res.exit_code in (0, 3), res.output
+    assert "skipping notes.txt" in res.output
+    log = ScoreLog(monitor_dir / "scores.db")
+    assert len(log.batch_ids()) == 1 and log.get_batch(log.batch_ids()[0]).n_images == 3
+    assert (inbox / "notes.txt").exists() and (inbox / "half.npz.part").exists()
+    # New images in the same folder make a new batch; nothing new, nothing scored.
+    Image.fromarray(raw[3]).save(folder / "3.png")
+    CliRunner().invoke(main, args, env=env)
+    CliRunner().invoke(main, args, env=env)
+    ids = log.batch_ids()
+    assert len(ids) == 2 and log.get_batch(ids[1]).n_images == 4
+    assert log.get_batch(ids[1]).model.version == "1"

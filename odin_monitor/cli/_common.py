@@ -11,7 +11,7 @@ Exit codes (every command):
 * 5: batches were scored and logged, but a report or notifier failed (degraded).
 
 Codes 3-5 are :mod:`odin_monitor.monitoring.notifiers`' cron codes; with several
-batches the highest wins.
+batches an alert wins over a quarantine, which wins over a failed report.
 """
 
 from __future__ import annotations

@@ -83,7 +83,18 @@ def resolve_name_version(uri: str, name: str | None) -> tuple[str, str]:
             reg, version = body.split("/", 1)
             if version.isdigit():
                 return reg, version
+            if version.lower() == "latest":
+                versions = [int(v.version) for v in client.search_model_versions(f"name='{reg}'")]
+                if not versions:
+                    raise click.BadParameter(
+                        f"model {reg!r} has no version", param_hint="--model-uri"
+                    )
+                return reg, str(max(versions))
             latest = client.get_latest_versions(reg, stages=[version])
+            if not latest:
+                raise click.BadParameter(
+                    f"model {reg!r} has no version in stage {version!r}", param_hint="--model-uri"
+                )
             return reg, str(latest[0].version)
     if uri.startswith("runs:/"):
         return name or uri.removeprefix("runs:/").split("/")[-1], uri.removeprefix("runs:/").split(
@@ -99,12 +110,15 @@ def load_detector(uri: str, *, device: str | None, name: str | None = None) -> L
     import mlflow_plugin
     from odin_monitor.monitoring import ModelRef
 
+    # Resolve an alias (or "latest") to one version first, so the version logged with
+    # each batch is the one downloaded even if the alias moves meanwhile.
+    reg_name, version = resolve_name_version(uri, name)
+    source = f"models:/{reg_name}/{version}" if uri.startswith("models:/") else uri
     # Download once, then read the detector, record and reference from the local copy.
-    local = uri if Path(uri).is_dir() else mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    local = uri if Path(uri).is_dir() else mlflow.artifacts.download_artifacts(artifact_uri=source)
     detector = mlflow_plugin.load_model(local, device=device)
     record = mlflow_plugin.load_record(local)
     reference = mlflow_plugin.load_reference(local)
-    reg_name, version = resolve_name_version(uri, name)
     ref = ModelRef(
         name=reg_name,
         version=version,

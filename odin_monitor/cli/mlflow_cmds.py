@@ -45,6 +45,7 @@ def log_command(
       odin-monitor log calib-resnet20 --register odin-resnet20 --alias champion
     """
     import mlflow
+    from mlflow.models import Model
 
     import mlflow_plugin
 
@@ -60,11 +61,19 @@ def log_command(
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:
         detector = mlflow_plugin.load_model(str(model_dir), device="cpu")
+        # Keep the saved serialisation: a state_dict + factory model stays one.
+        conf = Model.load(str(model_dir)).flavors.get(mlflow_plugin.FLAVOR_NAME, {})
+        fallback = (
+            {"serialization": "state_dict", "model_factory": conf["model_factory"]}
+            if conf.get("format") == "state_dict" and conf.get("model_factory")
+            else {}
+        )
         model_info = mlflow_plugin.log_model(
             detector,
             model_name,
             record=mlflow_plugin.load_record(str(model_dir)),
             registered_model_name=registered_name,
+            **fallback,
         )
         plots = [p for p in calibration_dir.iterdir() if p.is_file()]
         for p in plots:

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from odin_monitor.cli._common import emit, info
+from odin_monitor.cli._common import EXIT_ERROR, emit, info
 from odin_monitor.cli._wiring import LoadedModel, load_detector, scorer_for, use_tracking_uri
 
 if TYPE_CHECKING:
     from odin_monitor.monitoring import BatchResult, MonitorConfig
 
-SCORE_SUFFIXES = (".csv", ".parquet")
+SCORE_SUFFIXES = (".csv", ".parquet", ".pq")
+# Files still being written: write elsewhere (or under such a name), then rename.
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
 ARRAY_SUFFIXES = (".npz", ".npy")
 
 
@@ -88,7 +90,7 @@ def process_path(
     """
     from odin_monitor.data import load_folder, load_images
     from odin_monitor.monitoring import BatchResult, process_batch
-    from odin_monitor.monitoring.ingest import file_id, move_to_quarantine
+    from odin_monitor.monitoring.ingest import move_to_quarantine
 
     suffix = path.suffix.lower()
     if path.is_file() and suffix in SCORE_SUFFIXES:
@@ -106,12 +108,16 @@ def process_path(
             f"got {path.name!r}",
             param_hint="BATCH",
         )
-    bid = batch_id or (file_id(path) if path.is_file() else f"folder-{path.name}")
+    bid = batch_id or batch_id_of(path)
     if config.log.get_batch(bid) is not None:  # already logged: no need to read it again
         return process_batch(loaded.ref, config, scores=config.log.read_scores(bid), batch_id=bid)
     c, h, w = loaded.record.input_shape
     try:
         images = load_folder(path, size=(h, w), channels=c) if path.is_dir() else load_images(path)
+    except ValueError as err:  # unreadable: DataLoadError, InputValidationError, ...
+        result = BatchResult(bid, quarantine_reason=str(err))
+        config.log.quarantine(bid, str(err), model=loaded.ref, source_path=str(path))
+    else:
         result = process_batch(
             loaded.ref,
             config,
@@ -121,12 +127,47 @@ def process_path(
             reference=loaded.reference,
             created_at=created_at,
         )
-    except ValueError as err:  # unreadable: DataLoadError, InputValidationError, ...
-        result = BatchResult(bid, quarantine_reason=str(err))
-        config.log.quarantine(bid, str(err), model=loaded.ref, source_path=str(path))
     if result.quarantined and path.exists():
         move_to_quarantine(path, config.quarantine_dir, bid)
     return result
+
+
+def batch_id_of(path: Path) -> str:
+    """Content hash of a batch file, or of a folder's sorted file names and bytes.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> batch_id_of(d).startswith("sha256-")
+        True
+    """
+    import hashlib
+
+    from odin_monitor.monitoring.ingest import file_id
+
+    if path.is_file():
+        return file_id(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(f.read_bytes())
+    return "sha256-" + digest.hexdigest()[:24]
+
+
+def _batch_candidates(inbox: Path) -> list[Path]:
+    """Inbox entries that look like complete batches (hidden and partial files skipped)."""
+    out = []
+    for path in sorted(inbox.iterdir()):
+        name = path.name.lower()
+        if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES):
+            continue
+        if path.is_dir() and not any(path.iterdir()):
+            continue
+        if path.is_file() and path.suffix.lower() not in SCORE_SUFFIXES + ARRAY_SUFFIXES:
+            info(f"skipping {path.name}: not a batch (.npz/.npy, .csv/.parquet or a folder)")
+            continue
+        out.append(path)
+    return out
 
 
 def summarize(result: BatchResult) -> dict[str, Any]:
@@ -336,8 +377,11 @@ def monitor_command(
 ) -> None:
     """Watch INBOX: score each new batch exactly once, report, and alert.
 
-    A batch's id is a hash of its file, so a batch seen before is never scored
-    twice, even across restarts. Unreadable batches go to MONITOR_DIR/quarantine.
+    A batch's id is a hash of its file (or of a folder's files), so a batch seen
+    before is never scored twice, even across restarts. Unreadable batches go to
+    MONITOR_DIR/quarantine. Hidden files, partial files (.tmp, .part, ...) and
+    other suffixes are skipped: write a batch elsewhere, then move it in. A batch
+    that fails for another reason stays in place and is retried on the next scan.
     With --once, the exit code is 3 if any alert fired, 4 if a batch was
     quarantined, 5 if a report or notifier failed, else 0.
 
@@ -346,31 +390,32 @@ def monitor_command(
       */5 * * * * odin-monitor monitor --inbox /data/inbox \\
         --model-uri models:/odin-resnet20@champion --once
     """
-    from odin_monitor.monitoring.ingest import file_id
-
     use_tracking_uri(tracking_uri)
     loaded = load_detector(model_uri, device=device)
     config = monitor_config(
         monitor_dir, webhook=webhook, mlflow_metrics=mlflow_metrics, alpha=alpha
     )
     results: list[BatchResult] = []
+    failures = 0
     scans = 0
     while True:
         scans += 1
         seen = set(config.log.batch_ids())
-        for path in sorted(inbox.iterdir()):
-            if path.name.startswith("."):
+        for path in _batch_candidates(inbox):
+            bid = batch_id_of(path)
+            if bid in seen:
                 continue
-            if path.is_file() and file_id(path) in seen:
+            try:
+                result = process_path(path, loaded, config, bid)
+            except Exception as err:  # one batch must not stop the loop; the file stays
+                failures += 1
+                click.echo(f"Error: batch {path.name}: {type(err).__name__}: {err}", err=True)
                 continue
-            bid = file_id(path) if path.is_file() else None
-            if path.is_dir() and not any(path.iterdir()):
-                continue
-            result = process_path(path, loaded, config, bid)
             results.append(result)
             emit(summarize(result), human(result))
         if once or (max_scans is not None and scans >= max_scans):
             break
         time.sleep(interval)
     info(f"{len(results)} batch(es) processed; score log {monitor_dir / 'scores.db'}")
-    click.get_current_context().exit(combined_exit_code(results))
+    code = combined_exit_code(results)
+    click.get_current_context().exit(code if code or not failures else EXIT_ERROR)

@@ -182,3 +182,21 @@ def test_repeated_record_cannot_hide_a_pickle(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="more than once"):
         load_exported(bad)
     assert not marker.exists()
+
+
+def test_cli_log_keeps_the_state_dict_fallback(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from odin_monitor.cli import main
+
+    det = OdinDetector(make_branchy(), temperature=10.0, epsilon=0.001, normalization=None)
+    det.fit(images(32))
+    calib = tmp_path / "calib"
+    mlflow_plugin.save_model(det, calib / "model", model_factory="odin_mlflow_testing:make_branchy")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    res = CliRunner().invoke(main, ["--json", "log", str(calib), "--register", "branchy"], env=env)
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    logged = mlflow_plugin.load_model("models:/branchy/1", device="cpu")
+    x = images(10, seed=7)
+    np.testing.assert_allclose(logged.score_samples(x), det.score_samples(x), rtol=0, atol=1e-6)
