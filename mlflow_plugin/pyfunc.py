@@ -128,7 +128,13 @@ def images_from_input(model_input: Any, input_shape: tuple[int, ...]) -> np.ndar
     elif isinstance(x, pd.Series):
         x = _stack_column(x)
     elif isinstance(x, list):
-        x = np.asarray(x, dtype=np.float32)
+        try:
+            x = np.asarray(x, dtype=np.float32)
+        except (ValueError, TypeError) as err:
+            raise InputValidationError(
+                f"Expected a rectangular nested list of numbers (N, "
+                f"{', '.join(map(str, input_shape))}), but it is ragged or not numeric: {err}."
+            ) from err
     if not isinstance(x, (np.ndarray, torch.Tensor)):
         raise InputValidationError(
             f"Expected images as a float32 array (N, {', '.join(map(str, input_shape))}), "

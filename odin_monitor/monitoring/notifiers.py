@@ -88,6 +88,20 @@ class LogNotifier:
         """No-op."""
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Treat a redirect as a failed delivery.
+
+    urllib would follow a 301/302/303 with a GET and no body: the alert would be lost
+    while the redirect target answers 2xx.
+    """
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
 class JsonlNotifier:
     """Appends each alert as one JSON line to a file (an audit trail people can grep).
 
@@ -167,7 +181,7 @@ class WebhookNotifier:
                 headers={"Content-Type": "application/json", **self.headers},
             )
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with _NO_REDIRECTS.open(req, timeout=self.timeout) as resp:
                     if 200 <= resp.status < 300:
                         return
                     last = f"HTTP {resp.status}"

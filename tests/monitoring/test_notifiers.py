@@ -46,6 +46,13 @@ class Hook:
                 if code == 200:
                     hook.received.append(json.loads(body))
                 self.send_response(code)
+                if code in (301, 302, 303, 307):
+                    self.send_header("Location", hook.url)
+                self.end_headers()
+
+            def do_GET(self):  # where urllib would follow a redirect, body dropped
+                hook.received.append({"GET": self.path})
+                self.send_response(200)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -167,3 +174,11 @@ def test_mlflow_notifier_logs_ood_rate_per_step(tmp_path, log, model):
     assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.05), (2, 0.1), (3, 0.2)]
     # a fresh notifier finds the same monitoring run
     assert MlflowNotifier(uri, experiment_name="mon").run_id(model.name, model.version) == run_id
+
+
+def test_webhook_redirect_is_a_failed_delivery(hook):
+    # Following a 301 would re-send the POST as a bodiless GET answered 200: alert lost.
+    hook.statuses = [301, 301]
+    with pytest.raises(DeliveryError, match="HTTP 301"):
+        WebhookNotifier(hook.url, retries=1, backoff=0.01).send(make_alert())
+    assert hook.received == []
