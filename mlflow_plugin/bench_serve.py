@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import http.client
 import json
 import math
@@ -50,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odin_monitor.bench.common import cpu_model
+from odin_monitor.bench.common import machine_info
 
 __all__ = [
     "SCORE_TOLERANCE",
@@ -220,22 +219,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def _machine_info() -> dict[str, str]:
-    import platform
-
     import mlflow
 
-    info = {
-        "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": cpu_model(),
-        "cpu_cores": str(os.cpu_count()),
-        "torch_threads": str(torch.get_num_threads()),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "mlflow": str(mlflow.__version__),
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1m"] = f"{os.getloadavg()[0]:.2f}"
-    return info
+    return machine_info() | {"mlflow": str(mlflow.__version__)}
 
 
 def _command_line() -> str:
