@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,9 +26,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mlflow_plugin.serving import running_server
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-BIN = Path(sys.executable).parent
 
 
 def ensure_model(name: str, alias: str) -> None:
@@ -40,12 +38,6 @@ def ensure_model(name: str, alias: str) -> None:
     except MlflowException:
         script = Path(__file__).with_name("log_your_classifier.py")
         subprocess.run([sys.executable, str(script), "--name", name, "--alias", alias], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
@@ -58,30 +50,6 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"the server did not answer /ping within {timeout} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="odin-demo")
@@ -92,20 +60,10 @@ def main() -> None:
     ensure_model(args.name, args.alias)
     model_uri = f"models:/{args.name}@{args.alias}"
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    # `mlflow models serve` starts `uvicorn` from PATH: put this environment's bin first.
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    print("$", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    try:
-        wait_ready(base, proc)
+    # The real server on 127.0.0.1, stopped by its process group when the block ends.
+    with running_server(model_uri, tracking_uri=uri, timeout=120) as server:
+        base = server.url
+        print("$", " ".join(server.command))
         rng = np.random.default_rng(7)
         shape = tuple(mlflow.models.get_model_info(model_uri).signature.inputs.inputs[0].shape[1:])
         x = rng.uniform(0, 1, (3, *shape)).astype(np.float32)
@@ -131,8 +89,6 @@ def main() -> None:
         print(f"pixels in [0, 255] -> {status}: {body['message'].splitlines()[-1]}")
         if status != 400:
             raise SystemExit("expected a 400 for out-of-range pixels")
-    finally:
-        stop(proc)
     print("server stopped")
 
 

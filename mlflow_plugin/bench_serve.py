@@ -25,21 +25,17 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import math
 import os
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mlflow_plugin.serving import ServerError, running_server
 from odin_monitor.bench.common import machine_info
 
 __all__ = [
@@ -75,8 +72,8 @@ _COMPARED_COLUMNS = ("odin_score", "spread_score", "msp")
 Log = Callable[[str], None]
 
 
-class ServeBenchError(RuntimeError):
-    """The server could not be started or answered nothing usable."""
+#: The server could not be started or answered nothing usable.
+ServeBenchError = ServerError
 
 
 # -- results -------------------------------------------------------------------------
@@ -328,114 +325,6 @@ def _local_model(model_uri: str, tmp: Path, tracking_uri: str | None, log: Log) 
         registry_uri=tracking_uri,
     )
     return Path(local).resolve()
-
-
-# -- server ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server_command(folder: Path, port: int, workers: int) -> list[str]:
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    exe = str(mlflow_bin) if mlflow_bin.exists() else "mlflow"
-    return [exe, "models", "serve", "-m", str(folder), "--env-manager", "local",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
-
-
-def _server_env(tracking_uri: str | None) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` runs `uvicorn` from PATH
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-    }
-    if tracking_uri is not None:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], log_file: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServeBenchError(
-                f"Expected the server to answer /ping on 127.0.0.1:{port}, but it exited with "
-                f"code {proc.returncode}. Last lines of its log:\n{_tail(log_file)}"
-            )
-        status, _ = _request(port, "GET", "/ping", None, timeout=2.0)
-        if status == 200:
-            return
-        time.sleep(0.5)
-    raise ServeBenchError(
-        f"Expected the server to answer /ping with 200 within {timeout:.0f} s, but it did not. "
-        f"Last lines of its log:\n{_tail(log_file)}"
-    )
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Stop the server's whole process group: SIGTERM, then SIGKILL after ``timeout``.
-
-    ``mlflow models serve`` runs uvicorn as a child process, which may outlive the
-    ``mlflow`` process by a moment: wait until no process of the group is left.
-    """
-    pgid = proc.pid  # started with start_new_session=True: its own group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.poll()
-        if proc.returncode is not None and not _group_alive(pgid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def _serving(
-    cmd: list[str], port: int, env: dict[str, str], log_file: Path, log: Log
-) -> Iterator[float]:
-    """Start the server, yield the seconds it took to answer /ping, always stop it."""
-    t0 = time.perf_counter()
-    with log_file.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    log(f"server pid {proc.pid} starting on 127.0.0.1:{port}")
-    try:
-        _wait_ready(port, proc, log_file, _PING_TIMEOUT_S)
-        started = time.perf_counter() - t0
-        log(f"server ready after {started:.1f} s")
-        yield started
-    finally:
-        _stop(proc)
-        log(f"server pid {proc.pid} stopped (exit code {proc.returncode})")
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -735,14 +624,22 @@ def run_serve(
             images = _noise(max(sizes) * 2, shape, seed)
             source = f"seeded uniform noise ({len(images)} images, seed {seed})"
 
-        port = int(port) if port is not None else _free_port()
-        cmd = _server_command(folder, port, workers)
         machine = _machine_info()
         results: list[SizeResult] = []
-        with _serving(cmd, port, _server_env(tracking_uri), tmp / "server.log", say) as start_s:
+        say("starting mlflow models serve on 127.0.0.1")
+        with running_server(
+            folder,
+            port=port,
+            workers=workers,
+            tracking_uri=tracking_uri,
+            log_file=tmp / "server.log",
+            timeout=_PING_TIMEOUT_S,
+        ) as server:
+            say(f"server pid {server.proc.pid} ready after {server.start_seconds:.1f} s")
+            start_s, cmd = server.start_seconds, list(server.command)
             for b in sizes:
                 r = _measure_size(
-                    port,
+                    server.port,
                     det,
                     images,
                     b,
@@ -757,6 +654,7 @@ def run_serve(
                         f"{r.requests} of {r.planned} requests."
                     )
                 results.append(r)
+        say(f"server pid {server.proc.pid} stopped (exit code {server.proc.returncode})")
         if hasattr(os, "getloadavg"):
             machine["load_average_1m_end"] = f"{os.getloadavg()[0]:.2f}"
 

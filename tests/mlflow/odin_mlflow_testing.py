@@ -42,29 +42,6 @@ def images(n: int, seed: int = 1, shape: tuple[int, int, int] = (3, 8, 8)) -> to
     return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process_group(proc) -> None:  # subprocess.Popen started with start_new_session=True
-    import os
-    import signal
-    import subprocess
-
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
-
-
 def java_available() -> bool:
     import shutil
     import subprocess

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,9 +11,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from odin_mlflow_testing import free_port, images, stop_process_group
+from odin_mlflow_testing import images
 
 import mlflow_plugin
+from mlflow_plugin.serving import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -33,44 +30,14 @@ def post(url: str, body: dict) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()}")
-
-
 def test_serve_champion_over_http(tracking: str, result, tmp_path: Path) -> None:
     info = mlflow_plugin.log_model(result, "detector", registered_model_name="odin-serve")
     mlflow_plugin.set_alias("odin-serve", "champion", info.registered_model_version)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` runs `uvicorn` from PATH
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    cmd = [
-        str(Path(bin_dir) / "mlflow"),
-        "models", "serve", "-m", "models:/odin-serve@champion",
-        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        wait_ready(base, proc, log)
+    with running_server(
+        "models:/odin-serve@champion", tracking_uri=tracking, log_file=log, timeout=120
+    ) as server:
+        base = server.url
         x = images(5, seed=41).numpy()
         expected = mlflow.pyfunc.load_model("models:/odin-serve@champion").predict(x)
 
@@ -95,6 +62,4 @@ def test_serve_champion_over_http(tracking: str, result, tmp_path: Path) -> None
         status, body = post(f"{base}/invocations", {"inputs": x[:, :1].tolist()})
         assert status == 400, body
         assert "does not match expected shape" in json.loads(body)["message"]
-    finally:
-        stop_process_group(proc)
-    assert proc.poll() is not None
+    assert server.proc.poll() is not None

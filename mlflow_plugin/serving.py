@@ -1,0 +1,215 @@
+"""Run ``mlflow models serve`` for an ``odin`` model on 127.0.0.1, and stop it for sure.
+
+One place for what the serving test, the serving example and the serving benchmark
+all need: a free port, the command and its environment (``mlflow models serve``
+starts ``uvicorn`` from ``PATH``, so this environment's ``bin`` goes first), waiting
+for ``/ping``, and stopping the server's whole process group by its PID.
+
+Example:
+    >>> with running_server("models:/odin-demo@champion") as server:  # doctest: +SKIP
+    ...     print(server.url)
+    http://127.0.0.1:...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from odin_monitor.errors import OdinError
+
+__all__ = [
+    "RunningServer",
+    "ServerError",
+    "free_port",
+    "running_server",
+    "serve_command",
+    "serve_env",
+    "stop_server",
+    "wait_ready",
+]
+
+HOST = "127.0.0.1"
+
+
+class ServerError(OdinError, RuntimeError):
+    """The server exited or did not answer ``/ping`` in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def serve_command(model_uri: str | Path, port: int, *, workers: int = 1) -> list[str]:
+    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1, with this environment's mlflow.
+
+    Example:
+        >>> serve_command("models:/m@champion", 5001)[1:4]
+        ['models', 'serve', '-m']
+    """
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    exe = str(mlflow_bin) if mlflow_bin.exists() else "mlflow"
+    return [exe, "models", "serve", "-m", str(model_uri), "--env-manager", "local",
+            "--host", HOST, "--port", str(port), "--workers", str(workers)]  # fmt: skip
+
+
+def serve_env(tracking_uri: str | None = None) -> dict[str, str]:
+    """The server's environment: this ``bin`` first on ``PATH``, telemetry off."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def _tail(path: Path | None, lines: int = 30) -> str:
+    if path is None:
+        return "(no server log)"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def _ping(port: int) -> int:
+    conn = http.client.HTTPConnection(HOST, port, timeout=2.0)
+    try:
+        conn.request("GET", "/ping")
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    port: int, proc: subprocess.Popen[bytes], log_file: Path | None = None, timeout: float = 180.0
+) -> None:
+    """Wait until the server answers ``/ping`` with 200.
+
+    Raises:
+        ServerError: The process exited, or no 200 came within ``timeout`` seconds;
+            the message holds the end of the server's log.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(
+                f"Expected the server to answer /ping on {HOST}:{port}, but it exited with "
+                f"code {proc.returncode}. Last lines of its log:\n{_tail(log_file)}"
+            )
+        if _ping(port) == 200:
+            return
+        time.sleep(0.5)
+    raise ServerError(
+        f"Expected the server to answer /ping with 200 within {timeout:.0f} s, but it did not. "
+        f"Last lines of its log:\n{_tail(log_file)}"
+    )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Stop the server's whole process group: SIGTERM, then SIGKILL after ``timeout``.
+
+    ``mlflow models serve`` runs uvicorn as a child process, which may outlive the
+    ``mlflow`` process by a moment: this waits until no process of the group is left.
+    The process must have been started with ``start_new_session=True``.
+    """
+    pgid = proc.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        if proc.returncode is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server: where it listens, its process, and how long it took to answer."""
+
+    port: int
+    command: tuple[str, ...]
+    proc: subprocess.Popen[bytes]
+    start_seconds: float
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://{HOST}:{self.port}"
+
+
+@contextlib.contextmanager
+def running_server(
+    model_uri: str | Path,
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    tracking_uri: str | None = None,
+    log_file: Path | None = None,
+    timeout: float = 180.0,
+) -> Iterator[RunningServer]:
+    """Start ``mlflow models serve``, wait for ``/ping``, and always stop it by PID.
+
+    Args:
+        model_uri: A model folder or an MLflow model URI.
+        port: The port (default: a free one).
+        workers: uvicorn workers.
+        tracking_uri: ``MLFLOW_TRACKING_URI`` of the server (for ``models:/`` URIs).
+        log_file: Where the server's output goes (default: inherited).
+        timeout: Seconds to wait for the first 200 on ``/ping``.
+
+    Yields:
+        The :class:`RunningServer`.
+    """
+    port = free_port() if port is None else int(port)
+    cmd = serve_command(model_uri, port, workers=workers)
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log_file.open("wb")) if log_file is not None else None
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            env=serve_env(tracking_uri),
+            start_new_session=True,
+        )
+    try:
+        wait_ready(port, proc, log_file, timeout)
+        yield RunningServer(port, tuple(cmd), proc, time.perf_counter() - t0)
+    finally:
+        stop_server(proc)
