@@ -17,7 +17,7 @@ import torch
 
 from odin_monitor.errors import InputValidationError
 
-__all__ = ["Normalization", "normalize"]
+__all__ = ["IMAGENET_NORMALIZATION", "Normalization", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +116,7 @@ def normalize(x: torch.Tensor, normalization: Normalization | None) -> torch.Ten
     mean = torch.tensor(normalization.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(normalization.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+#: The ImageNet channel statistics, the most common preprocessing of RGB classifiers.
+IMAGENET_NORMALIZATION = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

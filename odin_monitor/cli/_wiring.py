@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from odin_monitor.normalization import Normalization
+from odin_monitor.normalization import IMAGENET_NORMALIZATION, Normalization
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 NORMALIZATIONS: dict[str, Normalization | None] = {
     "none": None,
-    "imagenet": Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    "imagenet": IMAGENET_NORMALIZATION,
     "cifar10": Normalization(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
 }
 

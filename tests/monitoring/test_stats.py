@@ -133,3 +133,16 @@ def test_choose_h_reaches_target_arl0():
     h = choose_cusum_h(P0, n, k, target_arl0=100, n_sims=400, seed=0)
     assert cusum_arl(P0, n, k, h, n_sims=400, seed=0) >= 100
     assert cusum_arl(P0, n, k, max(h - 1.0, 0.1), n_sims=400, seed=0) < 100
+
+
+def test_spread_of_ingested_logs_matches_the_core():
+    """`spread_transform` rebuilds the core's spread score from S alone: they must agree."""
+    import torch
+
+    from odin_monitor.monitoring.schema import spread_transform
+    from odin_monitor.scoring import max_softmax, spread_score
+
+    logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 4
+    for t in (1.0, 1000.0):
+        rebuilt = spread_transform(max_softmax(logits, t).numpy(), t, 10)
+        np.testing.assert_allclose(rebuilt, spread_score(logits, t).numpy(), rtol=1e-9, atol=1e-9)
