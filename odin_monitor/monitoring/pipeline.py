@@ -193,6 +193,32 @@ def _raise_alerts(
     return alerts
 
 
+def _already_logged(
+    log: ScoreLog, model: ModelRef, config: MonitorConfig, existing: BatchRecord
+) -> BatchResult:
+    """The result for a batch id already committed: nothing is recomputed.
+
+    Its alerts are raised again, because a crash after the commit must not lose them
+    (alert ids are deterministic and the outbox ignores repeats).
+    """
+    alerts = _raise_alerts(log, model, config, existing)
+    delivered, failed = deliver_pending(log, config.notifiers)
+    report = log.get_report(existing.batch_id) or {}
+    return BatchResult(
+        existing.batch_id,
+        existing,
+        duplicate=True,
+        alerts=alerts,
+        html_path=report.get("html_path"),
+        json_path=report.get("json_path"),
+        project_id=report.get("project_id"),
+        snapshot_id=report.get("snapshot_id"),
+        errors=(f"{failed} alert deliveries pending in the outbox",) if failed else (),
+        delivered=delivered,
+        undelivered=failed,
+    )
+
+
 def process_batch(
     model: ModelRef,
     config: MonitorConfig,
@@ -233,24 +259,7 @@ def process_batch(
 
     existing = log.get_batch(bid)
     if existing is not None:
-        # Re-raise the batch's alerts: a crash after the commit must not lose them
-        # (alert ids are deterministic and the outbox ignores repeats).
-        alerts = _raise_alerts(log, model, config, existing)
-        delivered, failed = deliver_pending(log, config.notifiers)
-        report = log.get_report(bid) or {}
-        return BatchResult(
-            bid,
-            existing,
-            duplicate=True,
-            alerts=alerts,
-            html_path=report.get("html_path"),
-            json_path=report.get("json_path"),
-            project_id=report.get("project_id"),
-            snapshot_id=report.get("snapshot_id"),
-            errors=(f"{failed} alert deliveries pending in the outbox",) if failed else (),
-            delivered=delivered,
-            undelivered=failed,
-        )
+        return _already_logged(log, model, config, existing)
     try:
         frame = compute()
     except InvalidBatchError as exc:
@@ -269,13 +278,15 @@ def process_batch(
         delivered, failed = deliver_pending(log, config.notifiers)
         return BatchResult(bid, quarantine_reason=reason, delivered=delivered, undelivered=failed)
 
-    record, _ = log.write_batch(
+    record, created = log.write_batch(
         bid,
         model,
         frame,
         created_at=created_at,
         source="scorer" if images is not None else f"ingest:{source or 'frame'}",
     )
+    if not created:  # another process committed this batch id meanwhile
+        return _already_logged(log, model, config, record)
     # Alerts are decided and stored right after the commit, before the slow report, so a
     # crash from here on loses none of them.
     alerts = _raise_alerts(log, model, config, record)

@@ -211,3 +211,25 @@ def test_crash_after_commit_loses_no_alert(config, model, reference, monkeypatch
     assert {a.alert_id for a in again.alerts} == stored
     assert len(config.log.outbox()) == len(stored) * len(config.notifiers)  # nothing doubled
     assert {r["status"] for r in config.log.outbox()} == {"delivered"}
+
+
+def test_batch_committed_by_another_process_meanwhile_is_a_duplicate(config, model, reference):
+    scorer = fake_scorer_for(model)
+    batch = images(50, 0.1)
+    first = process_batch(
+        model, config, images=batch, scorer=scorer, reference=reference, batch_id="r"
+    )
+    real_get = config.log.get_batch
+    calls = []
+
+    def get_batch(bid):  # the first check ran just before the other process committed
+        calls.append(bid)
+        return None if len(calls) == 1 else real_get(bid)
+
+    config.log.get_batch = get_batch
+    try:
+        again = process_batch(model, config, images=batch, scorer=scorer, batch_id="r")
+    finally:
+        config.log.get_batch = real_get
+    assert again.duplicate and again.record == first.record
+    assert again.html_path == first.html_path and config.log.batch_ids() == ["r"]
