@@ -9,6 +9,7 @@ in-distribution validation images and sets the learned state (ending in ``_``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -278,10 +279,13 @@ class OdinDetector:
 
         Args:
             x: Images ``(N, C, H, W)``, raw pixels in [0, 1].
-            threshold: Override δ for this call.
+            threshold: Override δ for this call (a finite number; None: ``threshold_``).
 
         Returns:
             bool array ``(N,)``.
+
+        Raises:
+            InputValidationError: ``threshold`` is not a finite number.
         """
         return self.score_batch(x, threshold=threshold).is_ood
 
@@ -296,15 +300,19 @@ class OdinDetector:
 
         Args:
             x: Images ``(N, C, H, W)``, raw pixels in [0, 1].
-            threshold: Override δ for this call.
+            threshold: Override δ for this call (a finite number; None: ``threshold_``).
             progress: Called with the number of images finished after each chunk.
 
         Returns:
             :class:`BatchScores` (ODIN score, spread score, MSP, predicted class, is_ood).
+
+        Raises:
+            InputValidationError: ``threshold`` is not a finite number (NaN would flag
+                nothing, ±inf everything or nothing).
         """
         self._check_fitted()
         self._validate_params()
-        delta = self.threshold_ if threshold is None else float(threshold)
+        delta = self.threshold_ if threshold is None else _finite_threshold(threshold)
         scores = self._score(self._images(x, "x"), progress)
         return BatchScores(**scores, is_ood=scores["odin_score"] < delta)
 
@@ -359,6 +367,9 @@ class OdinDetector:
 
         Returns:
             A fitted detector whose ``threshold_`` is the record's δ.
+
+        Raises:
+            InputValidationError: The record's δ is not finite.
         """
         det = cls(
             model,
@@ -379,6 +390,21 @@ class OdinDetector:
             det.id_source_ = ids[0]
         if reference is not None:
             det.reference_ = reference
-        det.threshold_spread_ = record.threshold_spread
-        det.threshold_ = record.threshold
+        det.threshold_ = _finite_threshold(record.threshold)
+        det.threshold_spread_ = _finite_threshold(record.threshold_spread, "threshold_spread")
         return det
+
+
+def _finite_threshold(threshold: Any, name: str = "threshold") -> float:
+    """``threshold`` as a float, refusing NaN, ±inf and non-numbers."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(threshold, bool) or not math.isfinite(value):
+        raise InputValidationError(
+            f"Expected a finite number for {name} (δ), but got {threshold!r}; "
+            "pass threshold=None to use the fitted threshold_, or a value such as "
+            "det.threshold_ + 1e-4."
+        )
+    return value

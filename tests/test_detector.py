@@ -163,3 +163,33 @@ def test_normalization_validation():
     assert Normalization.from_dict(None) is None
     with pytest.raises(InputValidationError, match="'mean' and 'std'"):
         Normalization.from_dict({"mean": [0.5]})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "abc", None, True])
+def test_non_finite_threshold_is_refused(x_val, bad):
+    det = make().fit(x_val)
+    if bad is None:  # None means "the fitted δ", the one allowed non-number
+        np.testing.assert_array_equal(det.predict(x_val, threshold=bad), det.predict(x_val))
+        return
+    # NaN compared with any score is False: before the fix threshold=nan flagged nothing.
+    for call in (det.score_batch, det.predict):
+        with pytest.raises(InputValidationError, match="Expected a finite number for threshold"):
+            call(x_val, threshold=bad)
+    with pytest.raises(ValueError):  # InputValidationError is a ValueError too
+        det.score_batch(x_val, threshold=bad)
+
+
+def test_finite_threshold_override_matches_independent_comparison(x_val):
+    det = make().fit(x_val)
+    scores = det.score_samples(x_val)
+    delta = float(np.median(scores))
+    np.testing.assert_array_equal(det.predict(x_val, threshold=delta), scores < delta)
+
+
+def test_from_record_refuses_a_non_finite_threshold(x_val):
+    import dataclasses
+
+    rec = make().fit(x_val).to_record()
+    bad = dataclasses.replace(rec, threshold=float("nan"))
+    with pytest.raises(InputValidationError, match="finite number for threshold"):
+        OdinDetector.from_record(make_smooth_net(), bad)
