@@ -8,17 +8,38 @@ from a local root. Every failure names the file or index and what was expected.
 
 from __future__ import annotations
 
+import math
+import struct
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
 from odin_monitor.errors import DataLoadError, InputValidationError
 
-__all__ = ["IMAGE_SUFFIXES", "load_folder", "load_images", "load_torchvision", "to_float_nchw"]
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_ARRAY_BYTES",
+    "load_folder",
+    "load_images",
+    "load_torchvision",
+    "read_array",
+    "to_float_nchw",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 Fit = Literal["resize", "crop"]
+#: Largest array :func:`read_array` accepts, in bytes once converted to float32 (16 GiB:
+#: e.g. 1.4 million 3x32x32 or 28,000 3x224x224 images). A header declaring more is
+#: refused before anything is allocated; split bigger sets into several files.
+MAX_ARRAY_BYTES = 16 * 2**30
+# What a corrupt, truncated or hostile file raises while numpy or Pillow read it.
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, struct.error)
 
 
 def to_float_nchw(images: np.ndarray, name: str = "images") -> np.ndarray:
@@ -92,7 +113,8 @@ def load_images(
         float32 ``(N, C, H, W)`` in [0, 1].
 
     Raises:
-        DataLoadError: Missing or unreadable file, wrong layout, no images.
+        DataLoadError: Missing, unreadable, empty, truncated or oversized file, an
+            array of Python objects, wrong layout, no images.
 
     Example:
         >>> import tempfile, os
@@ -106,18 +128,7 @@ def load_images(
         raise DataLoadError(f"Expected an image file or folder at {p}, but nothing is there.")
     if p.is_dir():
         return load_folder(p, size=size, fit=fit, seed=seed, limit=limit)
-    if p.suffix not in (".npz", ".npy"):
-        raise DataLoadError(
-            f"Expected a .npz or .npy file or a folder of images, but got {p.name!r}."
-        )
-    try:
-        if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        else:
-            with np.load(p, allow_pickle=False) as loaded:
-                arr = _pick_array(loaded, key, p)
-    except (OSError, ValueError) as err:
-        raise DataLoadError(f"Cannot read {p}: {err}. Expected a numpy .npz/.npy file.") from err
+    arr = read_array(p, key=key)
     if limit is not None:
         arr = arr[:limit]
     try:
@@ -127,8 +138,110 @@ def load_images(
     return _check_range(x, str(p))
 
 
-def _pick_array(loaded: np.lib.npyio.NpzFile, key: str | None, p: Path) -> np.ndarray:
-    names = list(loaded.keys())
+def read_array(
+    path: str | Path, *, key: str | None = None, max_bytes: int = MAX_ARRAY_BYTES
+) -> np.ndarray:
+    """Read one array from a ``.npy`` or ``.npz`` file, refusing what should not be loaded.
+
+    Before anything is allocated, the ``.npy`` header is read and checked: the data it
+    declares must be present in the file (or the zip member) and, as float32, fit in
+    ``max_bytes``. Arrays of Python objects are refused (loading them runs pickle).
+    Truncated, empty or corrupt files raise :class:`DataLoadError`, never numpy's or
+    zipfile's own errors.
+
+    Args:
+        path: A ``.npy`` file, or an ``.npz`` archive.
+        key: Array name inside an ``.npz``; default ``"images"``, or its only array.
+        max_bytes: Largest accepted array, in bytes once converted to float32.
+
+    Returns:
+        The stored array, as stored (any layout, dtype not object).
+
+    Raises:
+        DataLoadError: With the file, what was expected and what came.
+
+    Example:
+        >>> import tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "x.npy")
+        >>> np.save(f, np.zeros((2, 4, 4, 3), dtype=np.uint8))
+        >>> read_array(f).shape
+        (2, 4, 4, 3)
+    """
+    p = Path(path)
+    if p.suffix.lower() not in (".npz", ".npy"):
+        raise DataLoadError(
+            f"Expected a .npz or .npy file or a folder of images, but got {p.name!r}."
+        )
+    try:
+        n_bytes = p.stat().st_size
+    except OSError as err:
+        raise DataLoadError(f"Cannot read {p}: {err}. Expected a readable numpy file.") from err
+    if n_bytes == 0:
+        raise DataLoadError(
+            f"Expected a numpy {p.suffix} file, but {p} is empty (0 bytes): it was probably "
+            "cut short while written. Write it again elsewhere, then move it in."
+        )
+    try:
+        if p.suffix.lower() == ".npy":
+            with open(p, "rb") as f:
+                _check_npy_header(f, n_bytes, max_bytes, str(p))
+            return np.load(p, allow_pickle=False)
+        with zipfile.ZipFile(p) as archive:
+            name = _pick_member(archive, key, p)
+            member = archive.getinfo(name)
+            with archive.open(member) as f:
+                _check_npy_header(f, member.file_size, max_bytes, f"{p}[{name[:-4]!r}]")
+            with np.load(p, allow_pickle=False) as loaded:
+                return np.asarray(loaded[name[:-4]])
+    except DataLoadError:
+        raise
+    except zipfile.BadZipFile as err:
+        raise DataLoadError(
+            f"Cannot read {p}: expected a complete .npz (zip) archive, but it is truncated or "
+            f"corrupt ({err}). Write it again (numpy.savez) elsewhere, then move it in."
+        ) from err
+    except _READ_ERRORS as err:
+        raise DataLoadError(f"Cannot read {p}: {err}. Expected a numpy .npz/.npy file.") from err
+
+
+def _check_npy_header(f: IO[bytes], size: int, max_bytes: int, source: str) -> None:
+    """Read a ``.npy`` header from ``f`` and check the data it declares against ``size``."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # 3.0 only serves structured dtypes with non-Latin-1 field names
+        raise DataLoadError(
+            f"Expected a .npy of format version 1.0 or 2.0 in {source}, but got {version}; "
+            "save a plain uint8 or float array with numpy.save."
+        )
+    if dtype.hasobject:
+        raise DataLoadError(
+            f"Expected a uint8 or float array in {source}, but it holds Python objects "
+            f"(dtype {dtype}), which only load by unpickling. Save a plain numeric array."
+        )
+    if any(d < 0 for d in shape):
+        raise DataLoadError(f"Expected a shape of sizes >= 0 in {source}, but got {shape}.")
+    n_values = math.prod(shape)
+    declared = n_values * dtype.itemsize
+    present = size - f.tell()
+    if declared > present:
+        raise DataLoadError(
+            f"Expected the {declared:,} bytes of data that the header of {source} declares "
+            f"(shape {shape}, dtype {dtype}), but only {present:,} follow: the file is "
+            "truncated or its header is forged. Write it again, then move it in."
+        )
+    if n_values * 4 > max_bytes:
+        raise DataLoadError(
+            f"Expected at most {max_bytes:,} bytes as float32 in {source}, but its shape "
+            f"{shape} needs {n_values * 4:,}. Split it into smaller batches."
+        )
+
+
+def _pick_member(archive: zipfile.ZipFile, key: str | None, p: Path) -> str:
+    """The zip member name (``<key>.npy``) of the array to read from an ``.npz``."""
+    names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
     if key is None:
         key = "images" if "images" in names else (names[0] if len(names) == 1 else None)
     if key is None or key not in names:
@@ -136,7 +249,7 @@ def _pick_array(loaded: np.lib.npyio.NpzFile, key: str | None, p: Path) -> np.nd
             f"Expected an array named {key or 'images'!r} in {p}, but it holds {names}. "
             "Pass key=... to choose one."
         )
-    return np.asarray(loaded[key])
+    return f"{key}.npy"
 
 
 def load_folder(
@@ -162,11 +275,30 @@ def load_folder(
 
     Returns:
         float32 ``(N, C, H, W)`` in [0, 1].
+
+    Raises:
+        DataLoadError: No image file, or one that cannot be decoded, is larger than
+            Pillow's ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb), or holds
+            16-bit or float values outside their range.
+
+    8-bit images are converted by Pillow (``RGB`` or ``L``) and divided by 255;
+    16-bit grayscale (``I;16``, ``I``) is divided by 65535 and float (``F``) taken
+    as is, then repeated over the channels: never clipped to 8 bits.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> d = tempfile.mkdtemp()
+        >>> Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(f"{d}/white.png")
+        >>> load_folder(d).max()
+        np.float32(1.0)
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if fit not in ("resize", "crop"):
         raise InputValidationError(f"Expected fit='resize' or 'crop', but got {fit!r}.")
+    if channels not in (1, 3):
+        raise InputValidationError(f"Expected channels=1 or 3, but got {channels!r}.")
     root = Path(folder)
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if limit is not None:
@@ -176,15 +308,9 @@ def load_folder(
             f"Expected image files ({', '.join(IMAGE_SUFFIXES)}) in {root}, but found none."
         )
     rng = np.random.default_rng(seed)
-    mode = "RGB" if channels == 3 else "L"
     out: list[np.ndarray] = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                img = im.convert(mode)
-                img.load()
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataLoadError(f"Cannot read image {f}: {err}.") from err
+        img = _read_image(f, "RGB" if channels == 3 else "L")
         if size is None:
             size = (img.height, img.width)
         h, w = size
@@ -200,9 +326,59 @@ def load_folder(
                 top = int(rng.integers(0, arr.shape[0] - h + 1))
                 left = int(rng.integers(0, arr.shape[1] - w + 1))
                 img = Image.fromarray(arr[top : top + h, left : left + w])
-        arr = np.asarray(img, dtype=np.uint8)
-        out.append(arr if arr.ndim == 3 else arr[..., None])
-    return to_float_nchw(np.stack(out), name=str(root))
+        arr = np.asarray(img)
+        # Same arithmetic as to_float_nchw for 8-bit images: float32 / float32(255).
+        x = arr.astype(np.float32) / np.float32(255) if arr.dtype == np.uint8 else arr
+        x = x if x.ndim == 3 else np.repeat(x[..., None], channels, axis=2)
+        out.append(x.astype(np.float32, copy=False))
+    return np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2))
+
+
+def _read_image(f: Path, mode: str) -> PILImage.Image:
+    """Decode one image file: 8-bit as ``mode`` (RGB or L), 16-bit/float as one F plane."""
+    from PIL import Image
+
+    max_pixels = Image.MAX_IMAGE_PIXELS  # read, never changed: it is Pillow's global
+    try:
+        with Image.open(f) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise Image.DecompressionBombError(
+                    f"{im.width}x{im.height} = {im.width * im.height:,} pixels"
+                )
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+                return _high_depth_plane(im, f)
+            img = im.convert(mode)
+            img.load()
+            return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataLoadError(
+            f"Expected an image of at most Image.MAX_IMAGE_PIXELS = {max_pixels:,} pixels, "
+            f"but {f} is larger ({err}): a decompression bomb, or an image far larger than "
+            "a classifier's input. Resize it before scoring."
+        ) from err
+    except (*_READ_ERRORS, SyntaxError) as err:
+        raise DataLoadError(f"Cannot read image {f}: {err}.") from err
+
+
+def _high_depth_plane(im: PILImage.Image, f: Path) -> PILImage.Image:
+    """A 16-bit (``I;16*``, ``I``) or float (``F``) grayscale image as F in [0, 1]."""
+    from PIL import Image
+
+    values = np.asarray(im)
+    if im.mode == "F":
+        scaled = values.astype(np.float32)
+        expected = "float pixels in [0, 1]"
+    else:
+        scaled = (values.astype(np.float64) / 65535).astype(np.float32)
+        expected = "16-bit pixels in [0, 65535]"
+    finite = np.isfinite(scaled)
+    if not finite.all() or scaled.min() < 0 or scaled.max() > 1:
+        span = f"[{values[finite].min()}, {values[finite].max()}]" if finite.any() else "NaN"
+        raise DataLoadError(
+            f"Expected {expected} in {f} (mode {im.mode}), but got values in {span}, "
+            f"NaN/inf present: {not finite.all()}. Save it as 8- or 16-bit PNG."
+        )
+    return Image.fromarray(scaled)
 
 
 def load_torchvision(
