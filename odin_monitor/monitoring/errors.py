@@ -1,8 +1,10 @@
 """Exceptions raised by the monitoring subpackage.
 
-All of them subclass :class:`MonitoringError`, itself both the core's
+Bad input and misuse raise a :class:`MonitoringError`, itself both the core's
 :class:`odin_monitor.errors.OdinError` and a :class:`ValueError`, so callers can
-catch bad input with a plain ``except ValueError``.
+catch bad input with a plain ``except ValueError``. A file that cannot be written
+raises :class:`ReportWriteError`, an ``OdinError`` and an :class:`OSError`: the
+input was fine, the disk was not.
 """
 
 from __future__ import annotations
@@ -28,3 +30,21 @@ class ConfigError(MonitoringError):
 
 class DeliveryError(MonitoringError):
     """A notifier could not deliver an alert (kept in the outbox and retried)."""
+
+
+class ReportWriteError(OdinError, OSError):
+    """A report file could not be written (read-only folder, full disk...).
+
+    Nothing is left at the report's path: it holds the previous complete file, if
+    any. ``errno`` and ``filename`` are those of the underlying :class:`OSError`.
+    """
+
+    def __init__(
+        self, message: str, *, errno: int | None = None, filename: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -6,7 +6,9 @@ test), :class:`~.evidently_metrics.OdinOODRateByClass` and Evidently's built-in
 of at most 1000 images, ``"wasserstein"`` (normed) above.
 
 Each snapshot is saved as HTML and JSON (``Snapshot.dumps()``, reloadable with
-``evidently.core.report.Snapshot.load``) and added to a local workspace, one
+``evidently.core.report.Snapshot.load``), each written atomically (a temporary
+file in the same folder, fsync, rename: a full disk never leaves a truncated
+report behind), and added to a local workspace, one
 project per registered model name, with an "OOD rate" line panel. Browse with
 ``evidently ui --workspace <dir>``.
 
@@ -17,7 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
+import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +36,7 @@ from evidently.sdk.models import PanelMetric
 from evidently.sdk.panels import line_plot_panel
 from evidently.ui.workspace import Project, Workspace
 
+from odin_monitor.monitoring.errors import ReportWriteError
 from odin_monitor.monitoring.evidently_metrics import OdinOODRate, OdinOODRateByClass
 from odin_monitor.monitoring.schema import ModelRef, validate_scores
 
@@ -132,12 +139,101 @@ def report_paths(out_dir: str | Path, model: ModelRef, batch_id: str) -> tuple[P
 def save_report(
     snapshot: Snapshot, out_dir: str | Path, model: ModelRef, batch_id: str
 ) -> tuple[Path, Path]:
-    """Write ``<out>/<model>/<version>/<batch>.html`` and ``.json``; return both paths."""
+    """Write ``<out>/<model>/<version>/<batch>.html`` and ``.json``; return both paths.
+
+    Both texts are rendered first, then each file is written atomically
+    (:func:`write_atomic`): a path holds either the complete new report or what it
+    held before, never a truncated file.
+
+    Raises:
+        ReportWriteError: The folder cannot be created or a file cannot be written
+            (read-only folder, full disk...), with the path and the reason.
+    """
     html_path, json_path = report_paths(out_dir, model, batch_id)
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(html_path))
-    json_path.write_text(snapshot.dumps(), encoding="utf-8")
+    html = snapshot.get_html_str(as_iframe=False)
+    dump = snapshot.dumps()
+    try:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(html_path.parent, err, "create the report folder") from err
+    write_atomic(html_path, html.encode("utf-8"))
+    write_atomic(json_path, dump.encode("utf-8"))
     return html_path, json_path
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder.
+
+    The temporary file is fsynced and renamed over ``path`` (``os.replace``, atomic
+    on POSIX and Windows), then the folder is fsynced, so a crash or a full disk
+    leaves ``path`` absent or unchanged, and no temporary file behind.
+
+    Raises:
+        ReportWriteError: With the path and the reason (errno kept).
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "r.json"
+        >>> write_atomic(f, b"{}")
+        >>> f.read_bytes()
+        b'{}'
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as err:
+        raise _write_error(path, err) from err
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):  # the original error says more than this one
+            tmp.unlink(missing_ok=True)
+        raise _write_error(path, err) from err
+    _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (it may write fewer than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable; best effort (not possible on every OS/filesystem)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, err: OSError, what: str = "write the report") -> ReportWriteError:
+    reason = err.strerror or str(err)
+    name = errno.errorcode.get(err.errno or 0, "")
+    hint = {
+        errno.ENOSPC: "free some disk space",
+        errno.EROFS: "choose a writable --monitor-dir",
+        errno.EACCES: "fix the folder's permissions or choose another --monitor-dir",
+        errno.EPERM: "fix the folder's permissions or choose another --monitor-dir",
+    }.get(err.errno or 0, "check the folder")
+    return ReportWriteError(
+        f"Expected to {what} at {path}, but the system refused: {reason}"
+        f"{f' ({name})' if name else ''}. Nothing partial was left there; {hint}, then "
+        "rebuild it with `odin-monitor report --batch-id ID`.",
+        errno=err.errno,
+        filename=str(path),
+    )
 
 
 def ensure_project(workspace: Workspace, model_name: str) -> Project:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,12 +9,19 @@ import pytest
 from evidently import Report
 from scipy import stats
 
+from odin_monitor.errors import OdinError
+from odin_monitor.monitoring.errors import ReportWriteError
 from odin_monitor.monitoring.evidently_metrics import (
     WIDGET_MARKER,
     OdinOODRate,
     OdinOODRateByClass,
 )
-from odin_monitor.monitoring.reports import build_report, drift_method_for, save_report
+from odin_monitor.monitoring.reports import (
+    build_report,
+    drift_method_for,
+    report_paths,
+    save_report,
+)
 
 from .helpers import make_scores
 
@@ -103,3 +111,78 @@ def test_metrics_usable_directly_in_a_report(batch):
         Dataset.from_pandas(cur, data_definition=dd), None
     )
     assert _metric(snap, ":OdinOODRate").tests == []  # include_tests=False
+
+
+# --- Reports are written atomically (issue 9): a full disk leaves no truncated file.
+
+
+@pytest.fixture
+def file_size_limit():
+    """Make writes past ``n`` bytes of any file fail for real (EFBIG), then restore."""
+    import resource
+    import signal
+
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(n: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, old_limit[1]))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_report_cut_short_by_the_disk_leaves_no_truncated_file(batch, tmp_path, file_size_limit):
+    model, cur, ref = batch
+    snap = build_report(cur, ref, model, batch_id="b1")
+    html_path, json_path = report_paths(tmp_path, model, "b1")
+    html_path.parent.mkdir(parents=True)
+    json_path.write_bytes(b'{"previous": "complete"}')
+    file_size_limit(len(snap.get_html_str(as_iframe=False)) // 2)
+    with pytest.raises(ReportWriteError, match=r"b1\.html.*File too large.*EFBIG"):
+        save_report(snap, tmp_path, model, "b1")
+    file_size_limit(-1)
+    assert not html_path.exists()  # never written: absent, not half a page
+    assert json_path.read_bytes() == b'{"previous": "complete"}'
+    assert _leftovers(html_path.parent) == []
+    # Once there is room again the report is written whole and reloads.
+    html, js = save_report(snap, tmp_path, model, "b1")
+    assert html.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    assert json.loads(js.read_text(encoding="utf-8"))["metadata"]["batch_id"] == "b1"
+    assert _leftovers(html.parent) == []
+
+
+def test_enospc_mid_write_keeps_the_previous_report(batch, tmp_path, monkeypatch):
+    import errno
+
+    from odin_monitor.monitoring import reports
+
+    model, cur, ref = batch
+    snap = build_report(cur, ref, model, batch_id="b2")
+    html, js = save_report(snap, tmp_path, model, "b2")
+    before = html.read_bytes(), js.read_bytes()
+
+    def half_then_full(fd, data):
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reports, "_write_all", half_then_full)
+    with pytest.raises(ReportWriteError, match=r"No space left.*ENOSPC.*free some disk") as info:
+        save_report(snap, tmp_path, model, "b2")
+    assert isinstance(info.value, OSError) and isinstance(info.value, OdinError)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(html)
+    assert (html.read_bytes(), js.read_bytes()) == before
+    assert _leftovers(html.parent) == []
+
+
+def test_unwritable_report_folder_is_a_report_write_error(batch, tmp_path):
+    model, cur, ref = batch
+    snap = build_report(cur, ref, model, batch_id="b3")
+    (tmp_path / "reports").write_text("a file where the folder should be")
+    with pytest.raises(ReportWriteError, match=r"create the report folder.*reports"):
+        save_report(snap, tmp_path / "reports", model, "b3")
