@@ -4,10 +4,12 @@ Two formats:
 
 * ``pt2`` (default): a ``torch.export`` archive with a dynamic batch dimension. The
   module that :meth:`torch.export.ExportedProgram.module` returns supports input
-  gradients, so ODIN runs on it. ``torch.export.load`` can unpickle some records
-  (pickled tensor subclasses, custom objects, sample inputs), so before loading,
-  :func:`check_pt2_archive` accepts only JSON, short text and raw tensor bytes, and
-  refuses everything else.
+  gradients, so ODIN runs on it. ``torch.export.load`` can run code from an archive
+  (pickled records, ``sympify`` of expression strings, ``exec`` of guards, code
+  generation from names), so before loading, :func:`~mlflow_plugin.pt2_check.check_pt2_archive`
+  validates every record and every field against an allowlist and refuses the rest.
+  The same check runs right after saving, so a model that would be refused at load
+  time is refused at save time instead.
 * ``state_dict`` (fallback for models ``torch.export`` cannot capture): the weights,
   read back with ``torch.load(weights_only=True)``, plus an importable
   ``package.module:factory`` reference that rebuilds the architecture.
@@ -17,15 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mlflow_plugin.pt2_check import check_pt2_archive
 from odin_monitor.errors import ModelLoadError, OdinError
 from odin_monitor.modelref import load_state_dict_file, model_from_reference
 from odin_monitor.scoring import model_device, scoring_mode
@@ -39,13 +39,6 @@ __all__ = [
     "save_state_dict",
 ]
 
-_TEXT_RECORDS = frozenset(
-    {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
-)
-_TEXT_CONTENT = re.compile(rb"[A-Za-z0-9._-]{1,64}\n?")
-_PAYLOAD_CONFIG = re.compile(r"^data/(weights|constants)/[^/]+_config\.json$")
-_RAW_PREFIXES = ("weight_", "tensor_")
-_SAMPLE_INPUTS = re.compile(r"^data/sample_inputs/[^/]+\.pt$")
 # Relative tolerance of the exported model's logits against the eager model's.
 _EXPORT_RTOL, _EXPORT_ATOL = 1e-4, 1e-5
 
@@ -148,101 +141,15 @@ def export_classifier(model: nn.Module, input_shape: tuple[int, ...], path: str 
             ) from err
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path))
-    return path
-
-
-def _records(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    infos = [info for info in archive.infolist() if not info.is_dir()]
-    names = [info.filename for info in infos]
-    if len(names) != len(set(names)):
-        # Readers disagree on which copy of a repeated name they use (this dict would
-        # keep the last, torch's reader takes the first): one copy could hide a pickle.
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"records {dup} appear more than once")
-    prefixes = {info.filename.split("/", 1)[0] for info in infos}
-    if len(prefixes) != 1 or any("/" not in info.filename for info in infos):
-        raise ValueError("expected every record under one top-level folder")
-    return {info.filename.split("/", 1)[1]: info for info in infos}
-
-
-def _raw_tensor_records(archive: zipfile.ZipFile, records: dict[str, zipfile.ZipInfo]) -> set[str]:
-    raw: set[str] = set()
-    for name, info in records.items():
-        if not _PAYLOAD_CONFIG.match(name):
-            continue
-        config = json.loads(archive.read(info).decode("utf-8")).get("config", {})
-        folder = name.rsplit("/", 1)[0]
-        for fqn, meta in config.items():
-            path_name = str(meta.get("path_name", ""))
-            if meta.get("use_pickle") is not False or not path_name.startswith(_RAW_PREFIXES):
-                raise ValueError(f"entry {fqn!r} of {name} is stored with pickle")
-            if "/" in path_name:
-                raise ValueError(f"entry {fqn!r} of {name} points outside its folder")
-            raw.add(f"{folder}/{path_name}")
-    return raw
-
-
-def check_pt2_archive(path: str | Path) -> None:
-    """Refuse a ``.pt2`` file unless loading it cannot unpickle anything.
-
-    Accepted records: short text metadata, JSON (the graph and payload configs),
-    raw tensor bytes declared with ``use_pickle: false``, and empty sample inputs.
-    Anything else (a pickle, pickled tensors, custom objects, AOTInductor
-    libraries, extra files) is refused, so ``torch.export.load`` runs no code from it.
-
-    Raises:
-        ModelLoadError: With the offending record and how to fix it.
-    """
-    p = Path(path)
-    fix = (
-        "Only archives written by mlflow_plugin.save_model can be loaded; re-save the "
-        "detector from trusted code."
-    )
-    if not p.is_file():
-        raise ModelLoadError(f"Expected a torch.export archive at {p}, but there is none.")
     try:
-        archive = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ModelLoadError(
-            f"Refusing to load {p.name}: expected a torch.export archive (a zip of JSON and raw "
-            f"tensor bytes), but it is not a zip file (maybe a pickle). {fix}"
+        check_pt2_archive(path)
+    except ModelLoadError as err:
+        path.unlink(missing_ok=True)
+        raise ModelExportError(
+            f"The torch.export archive of {type(model).__name__} uses a construct the safe "
+            f"loader refuses ({err}). {_fallback_hint()}"
         ) from err
-    with archive:
-        try:
-            records = _records(archive)
-            raw = _raw_tensor_records(archive, records)
-            _check_records(archive, records, raw, p.name, fix)
-        except ModelLoadError:
-            raise
-        except (ValueError, UnicodeDecodeError, AttributeError, zipfile.BadZipFile) as err:
-            raise ModelLoadError(f"Refusing to load {p.name}: {err}. {fix}") from err
-
-
-def _check_records(
-    archive: zipfile.ZipFile,
-    records: dict[str, zipfile.ZipInfo],
-    raw: set[str],
-    file_name: str,
-    fix: str,
-) -> None:
-    for name, info in records.items():
-        if name in raw:
-            continue
-        if _SAMPLE_INPUTS.match(name) and info.file_size == 0:
-            continue
-        content = archive.read(info)
-        if name in _TEXT_RECORDS and _TEXT_CONTENT.fullmatch(content):
-            continue
-        if name.endswith(".json"):
-            try:
-                json.loads(content.decode("utf-8"))
-                continue
-            except (UnicodeDecodeError, ValueError):
-                pass
-        raise ModelLoadError(
-            f"Refusing to load {file_name}: record {name!r} is not JSON, short text or raw "
-            f"tensor bytes, so loading it could unpickle and run code. {fix}"
-        )
+    return path
 
 
 def load_exported(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
