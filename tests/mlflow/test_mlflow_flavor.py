@@ -149,3 +149,52 @@ def test_loads_and_scores_where_the_project_is_not_installed(saved_model: Path, 
 
 def test_mlmodel_is_yaml_without_python_objects(saved_model: Path) -> None:
     yaml.safe_load((saved_model / "MLmodel").read_text())
+
+
+def edit_mlmodel(folder: Path, edit) -> None:
+    path = folder / "MLmodel"
+    doc = yaml.safe_load(path.read_text())
+    edit(doc)
+    path.write_text(yaml.safe_dump(doc))
+
+
+def load_everywhere(folder: Path) -> tuple[str, str]:
+    """Both loaders refuse the folder; their messages."""
+    with pytest.raises(ModelLoadError) as native:
+        mlflow_plugin.load_model(str(folder))
+    with pytest.raises(ModelLoadError) as pyfunc:
+        mlflow.pyfunc.load_model(str(folder))
+    return str(native.value), str(pyfunc.value)
+
+
+def test_mlmodel_without_the_record_hash_is_refused(model_copy: Path) -> None:
+    edit_mlmodel(model_copy, lambda doc: doc["flavors"]["odin"].pop("calibration_sha256"))
+    for message in load_everywhere(model_copy):
+        assert "calibration_sha256" in message and "Re-log the detector" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("threshold", 0.0), ("temperature", 1.0), ("epsilon", 0.5), ("tpr_target", 0.5)],
+)
+def test_mlmodel_flavour_values_must_match_the_record(model_copy: Path, key, value) -> None:
+    edit_mlmodel(model_copy, lambda doc: doc["flavors"]["odin"].__setitem__(key, value))
+    for message in load_everywhere(model_copy):
+        assert f"{key}: MLmodel {value!r}" in message
+
+
+def test_signature_threshold_default_must_be_the_records(model_copy: Path, result) -> None:
+    """MLflow applies a param's signature default on every call: an edited one would move δ."""
+
+    def lower_default(doc) -> None:
+        params = json.loads(doc["signature"]["params"])
+        for p in params:
+            if p["name"] == "threshold":
+                p["default"] = 0.0
+        doc["signature"]["params"] = json.dumps(params)
+
+    edit_mlmodel(model_copy, lower_default)
+    with pytest.raises(
+        ModelLoadError, match=r"signature gives the threshold param the default 0\.0"
+    ):
+        mlflow.pyfunc.load_model(str(model_copy))
