@@ -2,10 +2,16 @@
 
 Serving logs only need ``odin_score``; the other columns are derived or filled:
 
-* ``is_ood``: ``odin_score < model.threshold`` when absent.
+* ``is_ood``: always ``odin_score < model.threshold``; a supplied column that
+  disagrees (away from δ) is refused, see :func:`~.schema.check_against_model`.
 * ``spread_score``: ``T·log(K·S)`` when ``model.temperature`` and
   ``model.num_classes`` are set, else NaN (drift is then skipped).
 * ``msp``: NaN when absent; ``predicted_class``: ``-1`` (unknown) when absent.
+
+A log comes from elsewhere, so every column is checked against the model (ranges,
+classes, spread, flags); a supplied column may not hold NaN (drop it instead).
+Image files are read with :func:`odin_monitor.data.read_array`, which refuses empty,
+truncated, forged or pickled files before allocating anything.
 
 Example:
     >>> import pandas as pd
@@ -23,10 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from odin_monitor.data import read_array
+from odin_monitor.errors import DataLoadError
 from odin_monitor.monitoring.errors import InvalidBatchError
 from odin_monitor.monitoring.schema import (
     UNKNOWN_CLASS,
     ModelRef,
+    check_against_model,
     spread_transform,
     validate_images,
     validate_scores,
@@ -37,13 +46,19 @@ IMAGE_SUFFIXES = (".npy", ".npz")
 
 
 def complete_scores(frame: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
-    """Derive/fill the optional columns of a serving log, then validate it."""
+    """Derive/fill the optional columns of a serving log, then check it against ``model``.
+
+    Raises:
+        InvalidBatchError: No ``odin_score``; NaN/inf in a supplied column; a value
+            impossible for ``model``; ``is_ood`` flagged with another threshold.
+    """
     if not isinstance(frame, pd.DataFrame) or "odin_score" not in frame.columns:
         got = list(frame.columns) if isinstance(frame, pd.DataFrame) else type(frame).__name__
         raise InvalidBatchError(
             f"Expected a serving log with at least an 'odin_score' column but got {got}."
         )
     out = frame.copy()
+    supplied = [c for c in ("odin_score", "spread_score", "msp") if c in out.columns]
     odin = pd.to_numeric(out["odin_score"], errors="coerce").to_numpy(dtype=float)
     if "is_ood" not in out.columns:
         out["is_ood"] = odin < model.threshold
@@ -57,7 +72,18 @@ def complete_scores(frame: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
         out["msp"] = np.nan
     if "predicted_class" not in out.columns:
         out["predicted_class"] = UNKNOWN_CLASS
-    return validate_scores(out)
+    checked = validate_scores(out)
+    for col in supplied:  # NaN only stands for a column the log does not have
+        values = checked[col].to_numpy()
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise InvalidBatchError(
+                f"Expected finite {col} values but got NaN/inf on {len(rows)} of "
+                f"{len(values)} rows (0-based), first {rows[:5].tolist()}. Fix those rows, "
+                f"or drop the {col} column to leave it unknown."
+            )
+    return check_against_model(checked, model)
 
 
 def read_score_file(path: str | Path, model: ModelRef) -> pd.DataFrame:
@@ -87,7 +113,15 @@ def read_score_file(path: str | Path, model: ModelRef) -> pd.DataFrame:
 
 
 def read_image_file(path: str | Path) -> np.ndarray:
-    """Load an image batch from ``.npy`` (or the first array of an ``.npz``) and validate it."""
+    """Load an image batch from ``.npy`` or ``.npz`` and validate it.
+
+    The array of an ``.npz`` is ``images``, or its only array. Empty, truncated,
+    forged (a header declaring more data than the file holds) and pickled files are
+    refused before anything is allocated (:func:`odin_monitor.data.read_array`).
+
+    Raises:
+        InvalidBatchError: Unknown suffix, unreadable file or invalid content.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
@@ -95,17 +129,8 @@ def read_image_file(path: str | Path) -> np.ndarray:
             f"Expected an image file ending in {IMAGE_SUFFIXES} but got {path.name!r}."
         )
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                if not loaded.files:
-                    raise InvalidBatchError(f"Expected at least one array in {path} but got none.")
-                array = loaded[loaded.files[0]]
-        else:
-            array = loaded
-    except InvalidBatchError:
-        raise
-    except Exception as exc:
+        array = read_array(path)
+    except DataLoadError as exc:
         raise InvalidBatchError(
             f"Expected a readable {suffix} image batch but {path} failed: {exc}"
         ) from exc

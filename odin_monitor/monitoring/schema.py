@@ -34,6 +34,10 @@ SCORE_COLUMNS: dict[str, str] = {
 #: ``predicted_class`` used for ingested rows that carry no class.
 UNKNOWN_CLASS = -1
 
+#: Absolute tolerance on probabilities (``odin_score``, ``msp``) when checked against a
+#: model: float32 rounding, or a log printed with 6 decimals.
+SCORE_ATOL = 1e-6
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -165,6 +169,110 @@ def validate_scores(scores: Any) -> pd.DataFrame:
                 f"Expected boolean is_ood values but got {sorted(map(str, uniq))[:5]}."
             )
     out["is_ood"] = flags.to_numpy().astype(bool)
+    return out
+
+
+def _rows(mask: np.ndarray, values: np.ndarray, first: int = 5) -> str:
+    """``"3 of 200 rows, first [4, 9, 17] with values [0.01, 5.0, nan]"`` for an error."""
+    idx = np.flatnonzero(mask)
+    shown = values[idx[:first]].tolist()
+    return (
+        f"{len(idx)} of {len(mask)} rows (0-based), first {idx[:first].tolist()} "
+        f"with values {shown}"
+    )
+
+
+def check_against_model(scores: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
+    """Check a scored batch from elsewhere against the model it is logged under.
+
+    A serving log computed outside this process is not trusted: every column must be
+    possible for ``model``, and ``is_ood`` is recomputed from δ.
+
+    * ``odin_score`` and ``msp`` are maximum softmax probabilities, so they lie in
+      ``[1/K, 1]`` (``[0, 1]`` when ``model.num_classes`` is unknown), up to
+      :data:`SCORE_ATOL`; ``msp`` may be NaN (unknown), nothing may be infinite.
+    * ``predicted_class`` is in ``[0, K)``, or :data:`UNKNOWN_CLASS`.
+    * ``spread_score`` must equal ``T·log(K·odin_score)`` when ``model.temperature``
+      and ``model.num_classes`` are set (compared as the ``odin_score`` it implies,
+      within :data:`SCORE_ATOL`); otherwise it must be finite or NaN (unknown).
+    * ``is_ood`` must equal ``odin_score < model.threshold`` on every row farther than
+      :data:`SCORE_ATOL` from δ: a log flagged with another threshold was made by
+      another calibration, so it is refused rather than silently re-flagged. Rows
+      within the tolerance take the recomputed flag.
+
+    Args:
+        scores: A frame already passed through :func:`validate_scores`.
+        model: The detector the batch is logged under.
+
+    Returns:
+        A copy with ``is_ood`` recomputed as ``odin_score < model.threshold``.
+
+    Raises:
+        InvalidBatchError: Naming the column, the first offending rows (0-based),
+            the expected range and the values that came.
+
+    Example:
+        >>> m = ModelRef("m", "1", "0" * 64, 0.5, 0.0, 0.95, num_classes=4)
+        >>> df = validate_scores(pd.DataFrame({"odin_score": [0.4, 0.9],
+        ...     "spread_score": [np.nan] * 2, "msp": [0.7, 1.0],
+        ...     "predicted_class": [1, -1], "is_ood": [True, False]}))
+        >>> check_against_model(df, m)["is_ood"].tolist()
+        [True, False]
+    """
+    k = model.num_classes
+    lo = 1.0 / k if k else 0.0
+    who = f"model {model.name} v{model.version}" + (f" (K={k} classes)" if k else "")
+    odin = scores["odin_score"].to_numpy(dtype=float)
+    for col, allow_nan in (("odin_score", False), ("msp", True)):
+        v = scores[col].to_numpy(dtype=float)
+        bad = ~((v >= lo - SCORE_ATOL) & (v <= 1.0 + SCORE_ATOL))
+        if allow_nan:
+            bad &= ~np.isnan(v)
+        if bad.any():
+            raise InvalidBatchError(
+                f"Expected {col} in [{lo:.6g}, 1] (a max softmax probability of {who}), "
+                f"but got {_rows(bad, v)}. Check that the log comes from this model."
+            )
+    cls = scores["predicted_class"].to_numpy()
+    bad = (cls != UNKNOWN_CLASS) & ((cls < 0) | ((cls >= k) if k else False))
+    if bad.any():
+        span = f"[0, {k - 1}]" if k else ">= 0"
+        raise InvalidBatchError(
+            f"Expected predicted_class in {span} of {who}, or {UNKNOWN_CLASS} for unknown, "
+            f"but got {_rows(bad, cls)}."
+        )
+    spread = scores["spread_score"].to_numpy(dtype=float)
+    if model.temperature is not None and k:
+        t = float(model.temperature)
+        with np.errstate(over="ignore", invalid="ignore"):
+            implied = np.exp(spread / t) / k
+        bad = ~(np.abs(implied - odin) <= SCORE_ATOL)
+        if bad.any():
+            expected = spread_transform(odin[bad][:5], t, k).round(6).tolist()
+            raise InvalidBatchError(
+                f"Expected spread_score = T·log(K·odin_score) with T={t:g} of {who}, "
+                f"i.e. {expected} on the first bad rows, but got {_rows(bad, spread)}. "
+                "Drop the spread_score column to have it derived."
+            )
+    else:
+        bad = np.isinf(spread)
+        if bad.any():
+            raise InvalidBatchError(
+                "Expected finite (or NaN: unknown) spread_score values, "
+                f"but got {_rows(bad, spread)}."
+            )
+    is_ood = odin < float(model.threshold)
+    given = scores["is_ood"].to_numpy(dtype=bool)
+    bad = (given != is_ood) & (np.abs(odin - float(model.threshold)) > SCORE_ATOL)
+    if bad.any():
+        raise InvalidBatchError(
+            f"Expected is_ood = odin_score < δ = {model.threshold:.6g} of {who}, but it "
+            f"disagrees on {_rows(bad, odin)} (their odin_score). The log was flagged with "
+            "another threshold: ingest it under the model version that produced it, or drop "
+            "the is_ood column to flag it with this one."
+        )
+    out = scores.copy()
+    out["is_ood"] = is_ood
     return out
 
 
