@@ -1,9 +1,19 @@
 """Alert notifiers (log, JSON webhook, MLflow) and the cron exit codes.
 
-Delivery is at-least-once through the score log's ``outbox`` table: alerts are
-persisted with one pending row per notifier *before* any delivery attempt, and
-:func:`deliver_pending` (run on every batch) retries whatever is still pending.
-A dead endpoint therefore never stops scoring and never loses an alert.
+Delivery goes through the score log's ``outbox`` table: alerts are persisted
+with one pending row per notifier in the batch's own commit, *before* any delivery
+attempt, so none is lost. :func:`deliver_pending` makes one attempt per due row
+(per-attempt timeout, no sleeping: a failed row gets a retry time with exponential
+backoff, and after one failure a notifier is not tried again in the same pass, so
+a dead endpoint costs one attempt per pass however long the outbox). Each row is
+claimed before its attempt, so two drains never send it twice at once, and a
+success is recorded exactly once. :func:`deliver_in_background` runs it in a
+daemon thread and waits at most a time budget: scoring never waits longer on a
+notifier; :func:`flush_deliveries` waits (bounded) at process exit.
+
+A receiver that times out after accepting a POST gets it again on the retry (the
+sender cannot tell); each POST carries ``Idempotency-Key: <alert_id>`` so the
+receiver can drop repeats.
 
 Exit codes for cron (:func:`exit_code`):
 
@@ -20,13 +30,16 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -132,9 +145,12 @@ class WebhookNotifier:
 
     Args:
         url: Endpoint receiving ``application/json`` POSTs; 2xx means delivered.
+            Each POST carries ``Idempotency-Key: <alert_id>``.
         timeout: Seconds per attempt.
-        retries: Extra attempts after the first one.
-        backoff: First retry delay in seconds, doubled on each retry.
+        retries: Extra attempts after the first one, for direct :meth:`send` calls
+            (the outbox retries a failed row on later passes instead).
+        backoff: First retry delay in seconds, doubled on each retry (also the base
+            of the outbox's per-row retry delay).
         headers: Extra HTTP headers (e.g. an auth token).
         name: Outbox key; give two webhooks different names.
 
@@ -167,31 +183,63 @@ class WebhookNotifier:
         self.headers = dict(headers or {})
         self.name = name
 
+    def _post(self, alert: Alert, timeout: float) -> str | None:
+        """One POST; None when answered 2xx, else why not."""
+        req = urllib.request.Request(
+            self.url,
+            data=alert.to_json().encode("utf-8"),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": alert.alert_id,
+                **self.headers,
+            },
+        )
+        try:
+            with _NO_REDIRECTS.open(req, timeout=timeout) as resp:
+                if 200 <= resp.status < 300:
+                    return None
+                return f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    def send_once(self, alert: Alert, timeout: float | None = None) -> None:
+        """One POST, no retry and no sleep (the outbox schedules retries); raise on failure.
+
+        Args:
+            alert: The alert to POST.
+            timeout: Seconds for this attempt (default and cap: ``self.timeout``).
+
+        Raises:
+            DeliveryError: No 2xx answer (connection refused, timeout, HTTP error,
+                redirect).
+        """
+        limit = self.timeout if timeout is None else max(0.05, min(self.timeout, timeout))
+        why = self._post(alert, limit)
+        if why is not None:
+            raise DeliveryError(
+                f"Expected a 2xx answer from {self.url} but got {why}; "
+                "the alert stays in the outbox."
+            )
+
     def send(self, alert: Alert) -> None:
-        """POST the alert; raise :class:`DeliveryError` after the last failed attempt."""
-        body = alert.to_json().encode("utf-8")
-        last = ""
+        """POST the alert with in-call retries; raise :class:`DeliveryError` at the end.
+
+        For direct use; the monitoring loop goes through the outbox and
+        :meth:`send_once` instead, which never sleeps.
+        """
+        why: str | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
-            req = urllib.request.Request(
-                self.url,
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json", **self.headers},
-            )
-            try:
-                with _NO_REDIRECTS.open(req, timeout=self.timeout) as resp:
-                    if 200 <= resp.status < 300:
-                        return
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            logger.info("webhook %s attempt %d failed: %s", self.url, attempt + 1, last)
+            why = self._post(alert, self.timeout)
+            if why is None:
+                return
+            logger.info("webhook %s attempt %d failed: %s", self.url, attempt + 1, why)
         raise DeliveryError(
-            f"Expected a 2xx answer from {self.url} but got {last} after "
+            f"Expected a 2xx answer from {self.url} but got {why} after "
             f"{self.retries + 1} attempts; the alert stays in the outbox."
         )
 
@@ -276,28 +324,184 @@ class MlflowNotifier:
         client.set_tag(run_id, f"odin_monitor.alert.{alert.alert_id}", alert.to_json()[:5000])
 
 
-def deliver_pending(log: ScoreLog, notifiers: Sequence[Notifier]) -> tuple[int, int]:
-    """Try every pending outbox row whose notifier is configured.
+MAX_RETRY_DELAY = 600.0
+"""Longest wait (seconds) between two attempts of one outbox row."""
+
+
+def retry_delay(notifier: Notifier, attempts: int) -> float:
+    """Seconds before a row that failed ``attempts`` times is due again.
+
+    ``backoff * 2**(attempts - 1)`` with the notifier's ``backoff`` (default 1 s),
+    capped at :data:`MAX_RETRY_DELAY`.
+
+    Example:
+        >>> retry_delay(LogNotifier(), 3)
+        4.0
+    """
+    base = float(getattr(notifier, "backoff", 1.0))
+    return min(MAX_RETRY_DELAY, base * 2.0 ** max(0, attempts - 1))
+
+
+def deliver_pending(
+    log: ScoreLog, notifiers: Sequence[Notifier], *, budget: float | None = None
+) -> tuple[int, int]:
+    """Make one attempt on every due outbox row of the configured notifiers.
+
+    Never sleeps. A row is claimed before its attempt (so a concurrent drain skips
+    it), marked delivered exactly once on success, or given a retry time
+    (:func:`retry_delay`) on failure. After a failure, the notifier's other rows wait
+    for the next pass. With a ``budget`` (seconds), no attempt starts after the
+    deadline and each attempt's timeout is cut to the time left (for notifiers
+    with ``send_once(alert, timeout)``; others are called as ``send(alert)``).
 
     Returns:
-        ``(delivered, failed)`` counts; failures stay pending for the next call.
+        ``(delivered, failed)`` counts of this pass; failures stay pending.
     """
     by_name = {n.name: n for n in notifiers}
+    deadline = None if budget is None else time.monotonic() + budget
     delivered = failed = 0
-    for alert_id, notifier_name, payload in log.pending_deliveries():
-        notifier = by_name.get(notifier_name)
-        if notifier is None:
+    broken: set[str] = set()
+    for alert_id, name, attempts, payload in log.due_deliveries(by_name):
+        if name in broken:
             continue
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        notifier = by_name[name]
+        timeout = float(getattr(notifier, "timeout", 30.0))
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        if not log.claim_delivery(alert_id, name, lease=timeout + 60.0):
+            continue  # delivered or being sent by another drain
         try:
-            notifier.send(Alert.from_dict(payload))
+            send_once = getattr(notifier, "send_once", None)
+            if send_once is not None:
+                send_once(Alert.from_dict(payload), timeout=timeout)
+            else:
+                notifier.send(Alert.from_dict(payload))
         except Exception as exc:  # a notifier must never break the loop
-            log.mark_delivery(alert_id, notifier_name, error=f"{type(exc).__name__}: {exc}")
-            logger.warning("alert %s not delivered by %s: %s", alert_id, notifier_name, exc)
+            broken.add(name)
+            log.mark_delivery(
+                alert_id,
+                name,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in=retry_delay(notifier, attempts + 1),
+            )
+            logger.warning("alert %s not delivered by %s: %s", alert_id, name, exc)
             failed += 1
         else:
-            log.mark_delivery(alert_id, notifier_name)
-            delivered += 1
+            if log.mark_delivery(alert_id, name):
+                delivered += 1
     return delivered, failed
+
+
+@dataclass
+class _Drain:
+    """A background delivery thread of this process for one score log."""
+
+    thread: threading.Thread
+    log: ScoreLog
+    notifiers: tuple[Notifier, ...]
+    again: bool = False
+    delivered: int = 0
+    failed: int = 0
+
+
+_DRAINS: dict[Path, _Drain] = {}
+_DRAINS_LOCK = threading.Lock()
+
+
+def _drain_loop(key: Path) -> None:
+    while True:
+        with _DRAINS_LOCK:
+            drain = _DRAINS[key]
+            drain.again = False
+            log, notifiers = drain.log, drain.notifiers
+        try:
+            delivered, failed = deliver_pending(log, notifiers)
+        except Exception:  # e.g. the database is locked for too long: retried next time
+            logger.exception("delivering the outbox of %s failed", key)
+            delivered, failed = 0, 0
+        with _DRAINS_LOCK:
+            drain.delivered += delivered
+            drain.failed += failed
+            if not drain.again:
+                del _DRAINS[key]
+                return
+
+
+@dataclass(frozen=True)
+class DeliveryStatus:
+    """What :func:`deliver_in_background` saw within its budget.
+
+    Attributes:
+        delivered: Rows delivered by this process's drain while waiting.
+        pending: Rows of the configured notifiers still pending when it returned
+            (failed, not yet due, or still being sent in the background).
+        running: Whether the background drain was still running.
+    """
+
+    delivered: int
+    pending: int
+    running: bool
+
+
+def deliver_in_background(
+    log: ScoreLog, notifiers: Sequence[Notifier], *, budget: float
+) -> DeliveryStatus:
+    """Drain the outbox in a daemon thread; wait for it at most ``budget`` seconds.
+
+    One drain thread per score log and process: if one is running, it is asked to
+    make another pass (with these notifiers) instead of starting a second one. A
+    drain still running after ``budget`` keeps going in the background (its
+    attempts end with their own timeouts); :func:`flush_deliveries` waits for it,
+    bounded, and runs at interpreter exit.
+
+    Example:
+        >>> # status = deliver_in_background(log, [WebhookNotifier(url)], budget=1.0)
+    """
+    key = log.path.resolve()
+    names = {n.name for n in notifiers}
+    with _DRAINS_LOCK:
+        drain = _DRAINS.get(key)
+        if drain is None:
+            thread = threading.Thread(target=_drain_loop, args=(key,), daemon=True)
+            drain = _DRAINS[key] = _Drain(thread, log, tuple(notifiers))
+            thread.name = f"odin-outbox-{key.name}"
+            thread.start()
+        else:
+            drain.again = True
+            drain.notifiers = tuple(notifiers)
+        before = drain.delivered
+    drain.thread.join(max(0.0, budget))
+    with _DRAINS_LOCK:
+        delivered = drain.delivered - before
+    pending = sum(1 for _, n, _ in log.pending_deliveries() if n in names)
+    return DeliveryStatus(delivered, pending, drain.thread.is_alive())
+
+
+def flush_deliveries(timeout: float = 10.0) -> bool:
+    """Wait up to ``timeout`` seconds in all for this process's delivery threads.
+
+    Returns:
+        True if none is left running.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with _DRAINS_LOCK:
+            threads = [d.thread for d in _DRAINS.values()]
+        if not threads:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        threads[0].join(remaining)
+
+
+EXIT_FLUSH_SECONDS = 10.0
+"""How long interpreter exit waits for deliveries still in flight."""
+
+atexit.register(lambda: flush_deliveries(EXIT_FLUSH_SECONDS))
 
 
 def exit_code(result: BatchResult) -> int:

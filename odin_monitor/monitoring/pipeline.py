@@ -1,8 +1,14 @@
-"""One monitoring step: score or ingest → commit → report → alert rules → notifiers.
+"""One monitoring step: score or ingest → commit with alerts → report → notifiers.
 
-The batch is committed to the score log before anything else happens, so report,
-workspace or notifier failures never lose it; they are collected in
-:attr:`BatchResult.errors` (exit code 5) and alerts wait in the outbox.
+The batch is committed to the score log, together with the alerts its rules raise,
+before anything else happens, so report, workspace or notifier failures never lose
+it or its alerts; they are collected in :attr:`BatchResult.errors` (exit code 5)
+and alerts wait in the outbox. Notifiers run in a background thread: scoring waits
+for them at most :attr:`MonitorConfig.delivery_budget` seconds.
+
+Sending a batch id again is safe: the same content returns the stored result (its
+alerts raised again, a missing report rebuilt from the stored scores); different
+content under a known id raises :class:`~.scorelog.BatchIdConflictError`.
 
 Example:
     >>> # cfg = MonitorConfig(log=ScoreLog("mon/scores.db"), quarantine_dir="mon/quarantine",
@@ -13,7 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -33,9 +41,19 @@ from odin_monitor.monitoring.ingest import (
     read_image_file,
     read_score_file,
 )
-from odin_monitor.monitoring.notifiers import LogNotifier, Notifier, deliver_pending, exit_code
+from odin_monitor.monitoring.notifiers import (
+    LogNotifier,
+    Notifier,
+    deliver_in_background,
+    exit_code,
+)
 from odin_monitor.monitoring.schema import ModelRef, validate_images, validate_scores
-from odin_monitor.monitoring.scorelog import BatchRecord, ScoreLog
+from odin_monitor.monitoring.scorelog import (
+    BatchRecord,
+    ScoreLog,
+    check_same_content,
+    scores_sha256,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +80,9 @@ class MonitorConfig:
         rules: Alert rules (default: binomial spike at α=0.01 and CUSUM h=5).
         notifiers: Alert notifiers (default: log line).
         report_alpha: α of the binomial test shown in the Evidently report.
+        delivery_budget: Seconds :func:`process_batch` waits for the notifiers
+            (they run in a background thread; what is not delivered by then stays
+            pending in the outbox and is retried, never lost).
     """
 
     log: ScoreLog
@@ -71,6 +92,14 @@ class MonitorConfig:
     rules: Sequence[Rule] = field(default_factory=_default_rules)
     notifiers: Sequence[Notifier] = field(default_factory=_default_notifiers)
     report_alpha: float = 0.01
+    delivery_budget: float = 2.0
+
+    def __post_init__(self) -> None:
+        budget = self.delivery_budget
+        if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
+            raise ConfigError(
+                f"Expected delivery_budget as seconds >= 0, e.g. 2.0, but got {budget!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -88,8 +117,10 @@ class BatchResult:
         project_id: Evidently project, if the snapshot was added.
         snapshot_id: Evidently snapshot id, if added.
         errors: Non-fatal failures after the commit (report, notifiers).
-        delivered: Outbox rows delivered during this call.
-        undelivered: Outbox rows that failed during this call (kept pending).
+        delivered: Outbox rows delivered while this call waited.
+        undelivered: Outbox rows of the configured notifiers still pending when it
+            returned (failed, waiting for their retry time, or still in flight).
+        report_rebuilt: True when a known batch's missing report was rebuilt.
     """
 
     batch_id: str
@@ -104,6 +135,7 @@ class BatchResult:
     errors: tuple[str, ...] = ()
     delivered: int = 0
     undelivered: int = 0
+    report_rebuilt: bool = False
 
     @property
     def quarantined(self) -> bool:
@@ -116,14 +148,48 @@ class BatchResult:
         return exit_code(self)
 
 
+@dataclass(frozen=True)
+class _Input:
+    """A batch resolved from the arguments, read lazily."""
+
+    batch_id: str
+    id_from_content: bool  # the id is a hash of the content: equal ids, equal content
+    read: Callable[[], tuple[str, Callable[[], pd.DataFrame]]]  # -> (content hash, scores)
+    source: Path | None
+
+
+def images_sha256(images: np.ndarray) -> str:
+    """Content hash of a validated image batch (dtype, shape and pixel bytes).
+
+    Example:
+        >>> images_sha256(np.zeros((1, 1, 2, 2), np.float32)) == images_sha256(
+        ...     np.zeros((1, 1, 2, 2), np.float32))
+        True
+    """
+    arr = np.ascontiguousarray(images)
+    h = hashlib.sha256(b"odin-images-v1")
+    h.update(f"{arr.dtype}:{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _from_images(scorer: Scorer, images: np.ndarray) -> tuple[str, Callable[[], pd.DataFrame]]:
+    return images_sha256(images), lambda: _score(scorer, images)
+
+
+def _from_scores(frame: pd.DataFrame) -> tuple[str, Callable[[], pd.DataFrame]]:
+    return scores_sha256(frame), lambda: frame
+
+
 def _load(
     model: ModelRef,
     images: np.ndarray | str | Path | None,
     scores: pd.DataFrame | str | Path | None,
     scorer: Scorer | None,
     batch_id: str | None,
-) -> tuple[str, Callable[[], pd.DataFrame], Path | None]:
-    """Resolve the input to ``(batch_id, compute_scores, source_file)``."""
+    source: str | Path | None,
+) -> _Input:
+    """Resolve the input arguments (nothing is read or scored yet)."""
     if (images is None) == (scores is None):
         raise ConfigError(
             "Expected exactly one of images= or scores= but got "
@@ -140,16 +206,29 @@ def _load(
         if images is not None or path.suffix.lower() in IMAGE_SUFFIXES:
             if scorer is None:
                 raise ConfigError(f"Expected a scorer to score image file {path.name!r}.")
-            return bid, lambda: _score(scorer, read_image_file(path)), path
-        return bid, lambda: read_score_file(path, model), path
+            file_scorer = scorer
+            return _Input(
+                bid,
+                batch_id is None,
+                lambda: _from_images(file_scorer, read_image_file(path)),
+                path,
+            )
+        return _Input(
+            bid, batch_id is None, lambda: _from_scores(read_score_file(path, model)), path
+        )
+    origin = None if source is None else Path(source)
     if images is not None:
         arr = images
         bid = batch_id or (content_id(arr) if isinstance(arr, np.ndarray) else "invalid-input")
         score_fn: Scorer = scorer  # type: ignore[assignment]  # checked above
-        return bid, lambda: _score(score_fn, validate_images(arr)), None
+        return _Input(
+            bid, batch_id is None, lambda: _from_images(score_fn, validate_images(arr)), origin
+        )
     frame = scores
     bid = batch_id or (content_id(frame) if isinstance(frame, pd.DataFrame) else "invalid-input")
-    return bid, lambda: complete_scores(frame, model), None
+    return _Input(
+        bid, batch_id is None, lambda: _from_scores(complete_scores(frame, model)), origin
+    )
 
 
 def _score(scorer: Scorer, images: np.ndarray) -> pd.DataFrame:
@@ -171,51 +250,176 @@ def _score(scorer: Scorer, images: np.ndarray) -> pd.DataFrame:
     return out
 
 
-def _raise_alerts(
-    log: ScoreLog, model: ModelRef, config: MonitorConfig, record: BatchRecord
-) -> tuple[Alert, ...]:
-    """Evaluate the rules on the history up to ``record`` and store the alerts in the outbox."""
-    history = [
-        r
-        for r in log.history(model.name, model.version)
-        if r.model.calibration_sha256 == model.calibration_sha256 and r.seq <= record.seq
-    ]
+def _evaluate(config: MonitorConfig, history: Sequence[BatchRecord]) -> tuple[Alert, ...]:
+    """Alerts of the rules on ``history`` (one model version; the batch concerned last)."""
+    if not history:
+        return ()
     html = None
     if config.report_dir is not None:
         from odin_monitor.monitoring.reports import report_paths
 
-        html = str(report_paths(config.report_dir, model, record.batch_id)[0])
-    alerts = tuple(replace(a, report_path=html) for a in evaluate_rules(config.rules, history))
-    if alerts:
-        log.enqueue_alerts(
-            ((a.alert_id, a.rule, a.to_dict()) for a in alerts), [n.name for n in config.notifiers]
-        )
-    return alerts
+        html = str(report_paths(config.report_dir, history[-1].model, history[-1].batch_id)[0])
+    return tuple(replace(a, report_path=html) for a in evaluate_rules(config.rules, history))
 
 
-def _already_logged(
-    log: ScoreLog, model: ModelRef, config: MonitorConfig, existing: BatchRecord
-) -> BatchResult:
-    """The result for a batch id already committed: nothing is recomputed.
+def _alert_rows(alerts: Sequence[Alert]) -> list[tuple[str, str, dict[str, object]]]:
+    return [(a.alert_id, a.rule, a.to_dict()) for a in alerts]
 
-    Its alerts are raised again, because a crash after the commit must not lose them
-    (alert ids are deterministic and the outbox ignores repeats).
+
+def _history_up_to(log: ScoreLog, record: BatchRecord) -> list[BatchRecord]:
+    return [
+        r
+        for r in log.history(record.model.name, record.model.version)
+        if r.model.calibration_sha256 == record.model.calibration_sha256 and r.seq <= record.seq
+    ]
+
+
+def _report_model(model: ModelRef, record: BatchRecord) -> ModelRef:
+    """The caller's model if it scored ``record`` (it knows T and K), else the stored one."""
+    same = (model.name, model.version, model.calibration_sha256) == (
+        record.model.name,
+        record.model.version,
+        record.model.calibration_sha256,
+    )
+    return model if same else record.model
+
+
+def _missing_report_parts(config: MonitorConfig, batch_id: str) -> tuple[bool, bool]:
+    """``(files missing, workspace snapshot missing)`` for a committed batch."""
+    if config.report_dir is None and config.workspace_dir is None:
+        return False, False
+    row = config.log.get_report(batch_id) or {}
+    files = config.report_dir is not None and not all(
+        row.get(k) and Path(row[k]).is_file() for k in ("html_path", "json_path")
+    )
+    snapshot = config.workspace_dir is not None and not row.get("snapshot_id")
+    return files, snapshot
+
+
+def batch_is_complete(config: MonitorConfig, batch_id: str) -> bool:
+    """Whether a batch is committed, its rules were checked and its report is on disk.
+
+    A monitor can skip such a batch; any other known batch should go through
+    :func:`revisit_batch` (after a crash between the commit and the report, say).
+
+    Example:
+        >>> # if not batch_is_complete(cfg, bid): revisit_batch(model, cfg, bid)
     """
-    alerts = _raise_alerts(log, model, config, existing)
-    delivered, failed = deliver_pending(log, config.notifiers)
-    report = log.get_report(existing.batch_id) or {}
+    record = config.log.get_batch(batch_id)
+    if record is None or not record.rules_checked:
+        return False
+    return not any(_missing_report_parts(config, batch_id))
+
+
+def _write_report(
+    config: MonitorConfig,
+    model: ModelRef,
+    record: BatchRecord,
+    frame: pd.DataFrame,
+    *,
+    files: bool = True,
+    snapshot: bool = True,
+) -> dict[str, str | None]:
+    """Build the batch's report; save the files and/or add it to the workspace; record it."""
+    from odin_monitor.monitoring import reports
+
+    log = config.log
+    row = log.get_report(record.batch_id) or {}
+    out: dict[str, str | None] = {
+        k: row.get(k) for k in ("html_path", "json_path", "project_id", "snapshot_id")
+    }
+    report = reports.build_report(
+        frame,
+        log.read_reference(model),
+        model,
+        alpha=config.report_alpha,
+        batch_id=record.batch_id,
+        timestamp=datetime.fromisoformat(record.created_at),
+    )
+    if files and config.report_dir is not None:
+        h, j = reports.save_report(report, config.report_dir, model, record.batch_id)
+        out["html_path"], out["json_path"] = str(h), str(j)
+    if snapshot and config.workspace_dir is not None:
+        out["project_id"], out["snapshot_id"] = reports.add_to_workspace(
+            report, config.workspace_dir, model
+        )
+    log.record_report(
+        record.batch_id,
+        html_path=out["html_path"],
+        json_path=out["json_path"],
+        project_id=out["project_id"],
+        snapshot_id=out["snapshot_id"],
+    )
+    return out
+
+
+def _deliver(config: MonitorConfig) -> tuple[int, int, list[str]]:
+    status = deliver_in_background(config.log, config.notifiers, budget=config.delivery_budget)
+    errors = [f"{status.pending} alert deliveries pending in the outbox"] if status.pending else []
+    return status.delivered, status.pending, errors
+
+
+def revisit_batch(model: ModelRef, config: MonitorConfig, batch_id: str) -> BatchResult:
+    """The result of a batch id already committed; repairs what a crash may have left.
+
+    Nothing is scored again. The batch's alerts are evaluated again on the history up
+    to it and stored if missing (alert ids are deterministic, the outbox ignores
+    repeats), a missing report is rebuilt from the stored scores and reference (a
+    crash or full disk after the commit), and the outbox is drained.
+
+    Args:
+        model: The detector's metadata (used for the report when it scored the batch).
+        config: Storage, rules and notifiers.
+        batch_id: A committed batch id.
+
+    Raises:
+        ScoreLogError: ``batch_id`` is not in the log.
+
+    Example:
+        >>> # result = revisit_batch(model, cfg, "daily-2026-11-03")
+    """
+    log = config.log
+    record = log.get_batch(batch_id)
+    if record is None:
+        raise ConfigError(
+            f"Expected a committed batch id but got unknown {batch_id!r}; "
+            "process the batch with process_batch first."
+        )
+    alerts = _evaluate(config, _history_up_to(log, record))
+    log.store_alerts_of(batch_id, _alert_rows(alerts), [n.name for n in config.notifiers])
+    errors: list[str] = []
+    rebuilt = False
+    files, snapshot = _missing_report_parts(config, batch_id)
+    if files or snapshot:
+        try:
+            _write_report(
+                config,
+                _report_model(model, record),
+                record,
+                log.read_scores(batch_id),
+                files=files,
+                snapshot=snapshot,
+            )
+            rebuilt = True
+            logger.info("rebuilt the missing report of batch %s", batch_id)
+        except Exception as exc:  # the committed batch stands; the report waits
+            logger.exception("rebuilding the report of batch %s failed", batch_id)
+            errors.append(f"report: {type(exc).__name__}: {exc}")
+    delivered, pending, delivery_errors = _deliver(config)
+    report = log.get_report(batch_id) or {}
     return BatchResult(
-        existing.batch_id,
-        existing,
+        batch_id,
+        log.get_batch(batch_id),
         duplicate=True,
         alerts=alerts,
         html_path=report.get("html_path"),
         json_path=report.get("json_path"),
         project_id=report.get("project_id"),
         snapshot_id=report.get("snapshot_id"),
-        errors=(f"{failed} alert deliveries pending in the outbox",) if failed else (),
+        errors=tuple(errors + delivery_errors),
         delivered=delivered,
-        undelivered=failed,
+        undelivered=pending,
+        report_rebuilt=rebuilt,
     )
 
 
@@ -229,6 +433,7 @@ def process_batch(
     batch_id: str | None = None,
     reference: pd.DataFrame | None = None,
     created_at: str | None = None,
+    source: str | Path | None = None,
 ) -> BatchResult:
     """Run one monitoring step for a batch of images or of precomputed scores.
 
@@ -238,16 +443,21 @@ def process_batch(
         images: float32 (N, C, H, W) in [0, 1], or a ``.npy``/``.npz`` path.
         scores: Scored DataFrame or a CSV/Parquet serving log (no model run).
         scorer: ``images -> scores`` callable (required with ``images``).
-        batch_id: Idempotency key; default: sha256 of the content/file.
+        batch_id: Idempotency key; default: sha256 of the content/file. Sending a
+            known id again with the same content returns the stored result
+            (``duplicate=True``, alerts raised again, a missing report rebuilt).
         reference: In-distribution validation scores; stored once per model
             version, then read back from the log.
         created_at: ISO-8601 batch timestamp (default: now).
+        source: The file or folder in-memory ``images``/``scores`` were read from;
+            moved to ``quarantine_dir`` (and recorded) if the batch is invalid.
 
     Returns:
         A :class:`BatchResult`; ``result.exit_code`` is the cron exit code.
 
     Raises:
         ConfigError: On misuse (both/neither input, no scorer, no reference stored).
+        BatchIdConflictError: ``batch_id`` is already logged with different content.
 
     Example:
         >>> # result = process_batch(model, cfg, scores="serving-2024-06-01.parquet")
@@ -255,70 +465,48 @@ def process_batch(
     log = config.log
     if reference is not None:
         log.write_reference(model, reference)
-    bid, compute, source = _load(model, images, scores, scorer, batch_id)
+    batch = _load(model, images, scores, scorer, batch_id, source)
+    bid = batch.batch_id
 
     existing = log.get_batch(bid)
-    if existing is not None:
-        return _already_logged(log, model, config, existing)
+    if existing is not None and batch.id_from_content:
+        return revisit_batch(model, config, bid)
     try:
+        content, compute = batch.read()
+        if existing is not None:
+            check_same_content(existing, content)
+            return revisit_batch(model, config, bid)
         frame = compute()
     except InvalidBatchError as exc:
-        reason = str(exc)
-        moved = None
-        if source is not None and source.exists():
-            moved = str(move_to_quarantine(source, config.quarantine_dir, bid))
-        log.quarantine(
-            bid,
-            reason,
-            model=model,
-            source_path=None if source is None else str(source),
-            quarantined_path=moved,
-        )
-        logger.warning("batch %s quarantined: %s", bid, reason)
-        delivered, failed = deliver_pending(log, config.notifiers)
-        return BatchResult(bid, quarantine_reason=reason, delivered=delivered, undelivered=failed)
+        return quarantine_batch(model, config, bid, str(exc), batch.source)
 
+    raised: list[Alert] = []
+
+    def alerts_for(history: list[BatchRecord]) -> list[tuple[str, str, dict[str, object]]]:
+        raised[:] = _evaluate(config, history)
+        return _alert_rows(raised)
+
+    # The alerts are decided and stored in the batch's own transaction: a crash can
+    # never leave the batch committed without them.
     record, created = log.write_batch(
         bid,
         model,
         frame,
         created_at=created_at,
-        source="scorer" if images is not None else f"ingest:{source or 'frame'}",
+        source="scorer" if images is not None else f"ingest:{batch.source or 'frame'}",
+        content_sha256=content,
+        alerts_for=alerts_for,
+        notifiers=[n.name for n in config.notifiers],
     )
     if not created:  # another process committed this batch id meanwhile
-        return _already_logged(log, model, config, record)
-    # Alerts are decided and stored right after the commit, before the slow report, so a
-    # crash from here on loses none of them.
-    alerts = _raise_alerts(log, model, config, record)
+        return revisit_batch(model, config, bid)
+    alerts = tuple(raised)
 
     errors: list[str] = []
-    html = json_path = project_id = snapshot_id = None
+    paths: dict[str, str | None] = {}
     if config.report_dir is not None or config.workspace_dir is not None:
         try:
-            from odin_monitor.monitoring import reports
-
-            snapshot = reports.build_report(
-                frame,
-                log.read_reference(model),
-                model,
-                alpha=config.report_alpha,
-                batch_id=bid,
-                timestamp=datetime.fromisoformat(record.created_at),
-            )
-            if config.report_dir is not None:
-                h, j = reports.save_report(snapshot, config.report_dir, model, bid)
-                html, json_path = str(h), str(j)
-            if config.workspace_dir is not None:
-                project_id, snapshot_id = reports.add_to_workspace(
-                    snapshot, config.workspace_dir, model
-                )
-            log.record_report(
-                bid,
-                html_path=html,
-                json_path=json_path,
-                project_id=project_id,
-                snapshot_id=snapshot_id,
-            )
+            paths = _write_report(config, model, record, frame)
         except Exception as exc:  # the committed batch must survive a report failure
             logger.exception("report for batch %s failed", bid)
             errors.append(f"report: {type(exc).__name__}: {exc}")
@@ -329,18 +517,44 @@ def process_batch(
         except Exception as exc:
             logger.warning("notifier %s could not record batch %s: %s", notifier.name, bid, exc)
             errors.append(f"{notifier.name}: {type(exc).__name__}: {exc}")
-    delivered, failed = deliver_pending(log, config.notifiers)
-    if failed:
-        errors.append(f"{failed} alert deliveries pending in the outbox")
+    delivered, pending, delivery_errors = _deliver(config)
     return BatchResult(
         bid,
         record,
         alerts=alerts,
-        html_path=html,
-        json_path=json_path,
-        project_id=project_id,
-        snapshot_id=snapshot_id,
-        errors=tuple(errors),
+        html_path=paths.get("html_path"),
+        json_path=paths.get("json_path"),
+        project_id=paths.get("project_id"),
+        snapshot_id=paths.get("snapshot_id"),
+        errors=tuple(errors + delivery_errors),
         delivered=delivered,
-        undelivered=failed,
+        undelivered=pending,
     )
+
+
+def quarantine_batch(
+    model: ModelRef, config: MonitorConfig, bid: str, reason: str, source: Path | None
+) -> BatchResult:
+    """Record an unreadable batch; move its file or folder into quarantine first.
+
+    The quarantine row carries both the original path and where the batch went.
+
+    Example:
+        >>> # quarantine_batch(model, cfg, "sha256-…", "Expected finite pixels…", Path("in/b.npy"))
+    """
+    moved = None
+    if source is not None and source.exists():
+        try:
+            moved = str(move_to_quarantine(source, config.quarantine_dir, bid))
+        except FileNotFoundError:  # moved away meanwhile (another monitor): nothing to keep
+            moved = None
+    config.log.quarantine(
+        bid,
+        reason,
+        model=model,
+        source_path=None if source is None else str(source),
+        quarantined_path=moved,
+    )
+    logger.warning("batch %s quarantined: %s", bid, reason)
+    delivered, pending, _ = _deliver(config)
+    return BatchResult(bid, quarantine_reason=reason, delivered=delivered, undelivered=pending)

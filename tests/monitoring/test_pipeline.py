@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +143,7 @@ def test_dead_webhook_does_not_stop_scoring(tmp_path, log, model, reference):
     from .test_notifiers import Hook, free_port
 
     port = free_port()
-    hook = WebhookNotifier(f"http://127.0.0.1:{port}/a", retries=0, timeout=1.0)
+    hook = WebhookNotifier(f"http://127.0.0.1:{port}/a", retries=0, timeout=1.0, backoff=0.05)
     cfg = MonitorConfig(
         log=log,
         quarantine_dir=tmp_path / "q",
@@ -150,6 +155,7 @@ def test_dead_webhook_does_not_stop_scoring(tmp_path, log, model, reference):
     )
     assert r1.alerts and r1.undelivered == 1 and r1.exit_code == EXIT_ALERT
     server = Hook(port=port)
+    time.sleep(0.2)  # past the row's retry time (backoff 0.05 s)
     try:
         r2 = process_batch(
             model, cfg, scores=make_scores(100, 0.05, model, seed=2), batch_id="calm"
@@ -233,3 +239,232 @@ def test_batch_committed_by_another_process_meanwhile_is_a_duplicate(config, mod
         config.log.get_batch = real_get
     assert again.duplicate and again.record == first.record
     assert again.html_path == first.html_path and config.log.batch_ids() == ["r"]
+
+
+# --------------------------------------------------------------- nothing lost, nothing blocked
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_and_kill_after_commit(tmp_path: Path, batch_id: str) -> subprocess.CompletedProcess:
+    """Run process_batch on a 50%-OOD batch in a child killed (SIGKILL) right after the commit."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from odin_monitor.monitoring import (BinomialSpikeRule, JsonlNotifier, MonitorConfig,
+            ScoreLog, process_batch)
+        from odin_monitor.monitoring.scorelog import ScoreLog as Log
+        from tests.monitoring.helpers import make_model, make_scores
+        tmp = Path({str(tmp_path)!r})
+        model = make_model()
+        original = Log.write_batch
+        def write_then_die(self, *args, **kwargs):
+            out = original(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)  # between the commit and anything after it
+            return out
+        Log.write_batch = write_then_die
+        cfg = MonitorConfig(log=ScoreLog(tmp / "scores.db"), quarantine_dir=tmp / "q",
+            rules=(BinomialSpikeRule(alpha=0.01),),
+            notifiers=(JsonlNotifier(tmp / "alerts.jsonl"),))
+        process_batch(model, cfg, scores=make_scores(100, 0.5, model),
+            reference=make_scores(500, 0.05, model, seed=123), batch_id={batch_id!r})
+        """
+    )
+    return subprocess.run([sys.executable, "-c", script], cwd=str(REPO), timeout=120)
+
+
+def test_kill_9_between_commit_and_alert_storage_loses_no_alert(tmp_path, model):
+    from odin_monitor.monitoring import JsonlNotifier, ScoreLog
+
+    proc = _run_and_kill_after_commit(tmp_path, "daily-spike")
+    assert proc.returncode == -9
+    log = ScoreLog(tmp_path / "scores.db")
+    assert log.batch_ids() == ["daily-spike"]
+    # The alert was stored in the batch's own transaction, so it survived the kill ...
+    (pending,) = log.pending_deliveries()
+    assert pending[1] == "jsonl" and pending[2]["batch_ids"] == ["daily-spike"]
+    assert log.get_batch("daily-spike").rules_checked
+    # ... and a restarted monitor delivers it while processing the next batch.
+    cfg = MonitorConfig(
+        log=log,
+        quarantine_dir=tmp_path / "q",
+        rules=(BinomialSpikeRule(alpha=0.01),),
+        notifiers=(JsonlNotifier(tmp_path / "alerts.jsonl"),),
+    )
+    process_batch(model, cfg, scores=make_scores(100, 0.05, model, seed=5), batch_id="calm")
+    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["batch_ids"] for line in lines] == [["daily-spike"]]
+    assert json.loads(lines[0])["n_ood"] == 50  # the alert is about the 50%-OOD batch
+
+
+def test_rules_are_checked_again_for_a_batch_committed_without_alerts(tmp_path, log, model):
+    """A batch committed by an older version (no alerts stored) gets them on a revisit."""
+    from odin_monitor.monitoring import JsonlNotifier
+    from odin_monitor.monitoring.pipeline import batch_is_complete, revisit_batch
+
+    spike = make_scores(100, 0.5, model)
+    log.write_batch("old", model, spike)  # committed without alerts_for: rules not checked
+    cfg = MonitorConfig(
+        log=log,
+        quarantine_dir=tmp_path / "q",
+        rules=(BinomialSpikeRule(alpha=0.01),),
+        notifiers=(JsonlNotifier(tmp_path / "alerts.jsonl"),),
+    )
+    assert not batch_is_complete(cfg, "old") and log.outbox() == []
+    res = revisit_batch(model, cfg, "old")
+    assert res.duplicate and [a.batch_ids for a in res.alerts] == [("old",)]
+    assert batch_is_complete(cfg, "old")
+    assert [r["status"] for r in log.outbox()] == ["delivered"]
+    revisit_batch(model, cfg, "old")  # idempotent: nothing stored or sent twice
+    assert len(log.outbox()) == 1
+    assert (tmp_path / "alerts.jsonl").read_text().count("\n") == 1
+
+
+def test_reused_batch_id_with_other_content_is_refused(config, model, reference):
+    from odin_monitor.monitoring.scorelog import BatchIdConflictError
+
+    scorer = fake_scorer_for(model)
+    first = process_batch(
+        model,
+        config,
+        images=images(40, 0.05),
+        scorer=scorer,
+        reference=reference,
+        batch_id="daily-X",
+    )
+    spike = make_scores(100, 0.5, model, seed=7)
+    with pytest.raises(BatchIdConflictError, match="different content") as err:
+        process_batch(model, config, scores=spike, batch_id="daily-X")
+    assert "new --batch-id" in str(err.value) and isinstance(err.value, ValueError)
+    with pytest.raises(BatchIdConflictError):  # other images under the same id
+        process_batch(model, config, images=images(40, 0.5), scorer=scorer, batch_id="daily-X")
+    assert config.log.batch_ids() == ["daily-X"]
+    assert config.log.get_batch("daily-X").n_images == 40
+    # The identical batch again is an idempotent re-send, not an error.
+    again = process_batch(model, config, images=images(40, 0.05), scorer=scorer, batch_id="daily-X")
+    assert again.duplicate and again.record == first.record and scorer.calls == 1
+
+
+def _ood_rate(snapshot) -> float:
+    for result in snapshot.metric_results.values():
+        if result.metric_value_location.metric.params["type"].endswith(":OdinOODRate"):
+            return float(result.value)
+    raise AssertionError("no OdinOODRate in the report")
+
+
+def test_missing_report_is_rebuilt_from_the_score_log(config, model, reference):
+    from evidently.ui.workspace import Workspace
+
+    scores = make_scores(100, 0.05, model, seed=3)
+    first = process_batch(model, config, scores=scores, reference=reference, batch_id="r1")
+    html, js = Path(first.html_path), Path(first.json_path)
+    original = _ood_rate(Snapshot.load(str(js)))
+    html.unlink()
+    js.unlink()  # e.g. a crash or a full disk right after the commit
+    again = process_batch(model, config, scores=scores, batch_id="r1")
+    assert again.duplicate and again.report_rebuilt and not again.errors
+    assert html.is_file() and js.is_file() and again.html_path == str(html)
+    rebuilt = _ood_rate(Snapshot.load(str(js)))
+    assert rebuilt == original == pytest.approx(scores["is_ood"].mean())  # 5/100
+    ws = Workspace(str(config.workspace_dir))
+    (project,) = ws.list_projects()
+    assert len(ws.list_runs(project.id)) == 1  # the workspace snapshot was not added twice
+    assert not process_batch(model, config, scores=scores, batch_id="r1").report_rebuilt
+
+
+def test_invalid_in_memory_batch_quarantines_its_source_file(config, model, reference, tmp_path):
+    src = tmp_path / "inbox" / "b.npy"
+    src.parent.mkdir()
+    bad = np.full((2, 3, 4, 4), np.nan, dtype=np.float32)
+    np.save(src, bad)
+    res = process_batch(
+        model,
+        config,
+        images=bad,
+        scorer=fake_scorer_for(model),
+        reference=reference,
+        batch_id="nan",
+        source=src,
+    )
+    assert res.quarantined and not src.exists()
+    (row,) = config.log.quarantined()
+    assert row["source_path"] == str(src)
+    assert row["quarantined_path"] == str(config.quarantine_dir / "nan__b.npy")
+    assert Path(row["quarantined_path"]).is_file()
+
+
+def _webhook_config(tmp_path, log, url, **hook_kw):
+    from odin_monitor.monitoring import LogNotifier, WebhookNotifier
+
+    return MonitorConfig(
+        log=log,
+        quarantine_dir=tmp_path / "q",
+        rules=(BinomialSpikeRule(alpha=0.01),),
+        notifiers=(LogNotifier(), WebhookNotifier(url, **hook_kw)),
+        delivery_budget=1.0,
+    )
+
+
+def test_dead_webhook_never_stalls_scoring_and_every_alert_arrives_once(
+    tmp_path, log, model, reference
+):
+    from odin_monitor.monitoring.notifiers import flush_deliveries
+
+    from .test_notifiers import Hook, free_port
+
+    port = free_port()  # endpoint down; default retries=3, backoff 0.5 s
+    cfg = _webhook_config(tmp_path, log, f"http://127.0.0.1:{port}/a")
+    longest = 0.0
+    for i in range(3):
+        start = time.monotonic()
+        res = process_batch(
+            model,
+            cfg,
+            scores=make_scores(100, 0.5, model, seed=i),
+            reference=reference,
+            batch_id=f"spike{i}",
+        )
+        longest = max(longest, time.monotonic() - start)
+        assert res.alerts and res.exit_code == EXIT_ALERT and res.undelivered == i + 1
+    # Before: 3.5 s, 7 s, 10.6 s (in-call retries with sleeps, over the whole outbox).
+    assert longest < 5.0, f"a batch waited {longest:.1f} s on a dead webhook"
+    server = Hook(port=port)
+    try:
+        time.sleep(1.2)  # past the rows' retry times
+        calm = process_batch(model, cfg, scores=make_scores(100, 0.05, model, seed=9))
+        assert flush_deliveries(30.0)
+        assert sorted(a["batch_ids"][0] for a in server.received) == ["spike0", "spike1", "spike2"]
+        assert not calm.alerts and log.pending_deliveries() == []
+        process_batch(model, cfg, scores=make_scores(100, 0.05, model, seed=10))
+        assert flush_deliveries(30.0)
+        assert len(server.posts) == 3  # delivered ones are never sent again
+    finally:
+        server.close()
+
+
+def test_slow_webhook_does_not_hold_scoring_and_is_posted_exactly_once(
+    tmp_path, log, model, reference
+):
+    from odin_monitor.monitoring.notifiers import flush_deliveries
+
+    from .test_notifiers import Hook
+
+    server = Hook(delay=4.0)  # answers 200 after 4 s; the notifier waits up to 20 s
+    cfg = _webhook_config(tmp_path, log, server.url, timeout=20.0)
+    try:
+        start = time.monotonic()
+        res = process_batch(
+            model, cfg, scores=make_scores(100, 0.5, model), reference=reference, batch_id="s1"
+        )
+        assert time.monotonic() - start < 3.0  # the budget is 1 s; before: 20+ s
+        assert res.alerts and res.undelivered == 1  # still in flight, not lost
+        res2 = process_batch(model, cfg, scores=make_scores(100, 0.5, model, seed=1), batch_id="s2")
+        assert res2.alerts
+        assert flush_deliveries(60.0)
+        assert sorted(server.posts) == sorted(
+            a.alert_id for a in res.alerts + res2.alerts
+        )  # 2 alerts, 2 POSTs (before: 12 POSTs, both still pending)
+        webhook_rows = [r for r in log.outbox() if r["notifier"] == "webhook"]
+        assert {(r["status"], r["attempts"]) for r in webhook_rows} == {("delivered", 1)}
+    finally:
+        server.close()
