@@ -283,7 +283,8 @@ def load_folder(
 
     8-bit images are converted by Pillow (``RGB`` or ``L``) and divided by 255;
     16-bit grayscale (``I;16``, ``I``) is divided by 65535 and float (``F``) taken
-    as is, then repeated over the channels: never clipped to 8 bits.
+    as is, then repeated over the channels: never clipped to 8 bits. Pillow opens
+    16-bit colour PNGs as 8-bit ``RGB`` (the high byte), within 1/255 of the value.
 
     Example:
         >>> import tempfile

@@ -278,3 +278,19 @@ def test_8bit_folder_pixels_unchanged_by_the_16bit_path(tmp_path):
     x = load_folder(tmp_path)
     np.testing.assert_array_equal(x[0], to_float_nchw(rgb[None])[0])
     np.testing.assert_allclose(x[1, 0], _gradient16(6, 5) / 65535.0, atol=1e-7)
+
+
+def test_16bit_colour_png_keeps_its_scale(tmp_path):
+    # Pillow cannot write 16-bit RGB, so the PNG is assembled by hand (colour type 2).
+    px = np.array([[[65535, 0, 32768], [1000, 20000, 50000]]], dtype=">u2")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", 2, 1, 16, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + px[0].tobytes())
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    (tmp_path / "rgb16.png").write_bytes(png)
+    x = load_folder(tmp_path)
+    np.testing.assert_allclose(x[0].transpose(1, 2, 0), px / 65535.0, atol=1 / 255)
