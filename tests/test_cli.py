@@ -337,3 +337,131 @@ def test_monitor_skips_strays_hashes_folders_and_resolves_latest(calibrated, wor
     ids = log.batch_ids()
     assert len(ids) == 2 and log.get_batch(ids[1]).n_images == 4
     assert log.get_batch(ids[1]).model.version == "1"
+
+
+# ------------------------------------------------------ nothing lost, nothing blocked (CLI)
+def _monitor_args(inbox: Path, model_dir: Path, monitor_dir: Path) -> list[str]:
+    return [
+        "monitor",
+        "--inbox",
+        str(inbox),
+        "--model-uri",
+        str(model_dir),
+        "--monitor-dir",
+        str(monitor_dir),
+        "--once",
+    ]
+
+
+def test_score_refuses_a_reused_batch_id_with_other_content(calibrated, workdir, tmp_path):
+    import pandas as pd
+
+    from odin_monitor.monitoring import ScoreLog
+
+    mon = tmp_path / "mon"
+    base = ["--json", "score", "--model-uri", str(calibrated / "model"), "--monitor-dir", str(mon)]
+    first = CliRunner().invoke(main, [*base, "--batch-id", "daily-X", str(workdir / "id.npz")])
+    assert first.exit_code in (0, 3), first.output
+    spike = tmp_path / "spike.csv"
+    pd.DataFrame({"odin_score": np.full(50, 0.2)}).to_csv(spike, index=False)  # = 1/K: OOD
+    res = CliRunner().invoke(main, [*base, "--batch-id", "daily-X", str(spike)])
+    # Before: exit 0 and the spike silently dropped as a "duplicate".
+    assert res.exit_code == 1, res.output
+    assert "different content" in res.output and "new --batch-id" in res.output
+    assert "Traceback" not in res.output
+    log = ScoreLog(mon / "scores.db")
+    assert log.batch_ids() == ["daily-X"] and log.get_batch("daily-X").n_images == 120
+    again = CliRunner().invoke(main, [*base, "--batch-id", "daily-X", str(workdir / "id.npz")])
+    assert json.loads(again.stdout)["duplicate"] is True
+
+
+def test_monitor_revisits_a_known_batch_whose_alerts_or_report_are_missing(
+    calibrated, workdir, tmp_path
+):
+    import sqlite3
+
+    from odin_monitor.monitoring import ScoreLog
+
+    inbox, mon = tmp_path / "inbox", tmp_path / "mon"
+    inbox.mkdir()
+    np.savez(inbox / "noise.npz", images=np.load(workdir / "ood.npz")["images"])
+    args = _monitor_args(inbox, calibrated / "model", mon)
+    assert CliRunner().invoke(main, args).exit_code == 3  # the noise batch fires an alert
+    log = ScoreLog(mon / "scores.db")
+    (bid,) = log.batch_ids()
+    html = Path(log.get_report(bid)["html_path"])
+    # What a kill -9 after the commit left with earlier versions: batch committed, its
+    # alerts never stored, no report.
+    con = sqlite3.connect(mon / "scores.db")
+    con.execute("UPDATE batches SET rules_checked_at = NULL")
+    con.execute("DELETE FROM outbox")
+    con.execute("DELETE FROM alerts")
+    con.commit()
+    con.close()
+    html.unlink()
+    (mon / "alerts.jsonl").unlink()
+    res = CliRunner().invoke(main, args)
+    # Before: the known batch id was skipped, exit 0, the alert never fired.
+    assert res.exit_code == 3, res.output
+    sent = (mon / "alerts.jsonl").read_text()
+    assert {r.rule for r in map(_alert, sent.splitlines())} == {"binomial_spike", "cusum"}
+    assert {r.batch_ids for r in map(_alert, sent.splitlines())} == {(bid,)}
+    assert html.is_file() and log.batch_ids() == [bid]
+    res = CliRunner().invoke(main, args)  # complete now: skipped, nothing sent twice
+    assert res.exit_code == 0 and (mon / "alerts.jsonl").read_text() == sent
+
+
+def test_monitor_quarantine_rows_carry_paths_and_vanished_batches_are_skipped(
+    calibrated, tmp_path, monkeypatch
+):
+    from odin_monitor.cli import monitor_cmds
+    from odin_monitor.monitoring import ScoreLog
+
+    inbox, mon = tmp_path / "inbox", tmp_path / "mon"
+    inbox.mkdir()
+    np.save(inbox / "broken.npy", np.full((2, 3, 6, 6), np.nan, dtype=np.float32))
+    (inbox / "torn.npz").write_bytes(b"PK not really a zip")
+    real = monitor_cmds._batch_candidates
+
+    def listed_then_moved(folder):  # another monitor moved these between listing and reading
+        return [*real(folder), folder / "gone.npz", folder / "gone-folder"]
+
+    monkeypatch.setattr(monitor_cmds, "_batch_candidates", listed_then_moved)
+    res = CliRunner().invoke(main, _monitor_args(inbox, calibrated / "model", mon))
+    assert res.exit_code == 4, res.output
+    assert "skipping gone.npz" in res.output and "skipping gone-folder" in res.output
+    rows = ScoreLog(mon / "scores.db").quarantined()
+    assert sorted(Path(r["source_path"]).name for r in rows) == ["broken.npy", "torn.npz"]
+    for row in rows:  # both paths recorded; the batch is where the row says
+        assert Path(row["quarantined_path"]).is_file()
+        assert Path(row["quarantined_path"]).parent == mon / "quarantine"
+        assert not Path(row["source_path"]).exists()
+
+
+def test_a_second_monitor_on_the_same_inbox_waits_its_turn(calibrated, workdir, tmp_path):
+    from odin_monitor.cli.monitor_cmds import inbox_lock
+
+    inbox, mon = tmp_path / "inbox", tmp_path / "mon"
+    inbox.mkdir()
+    np.savez(inbox / "a.npz", images=np.load(workdir / "id.npz")["images"][:10])
+    with inbox_lock(inbox) as mine:
+        assert mine
+        with inbox_lock(inbox) as other:
+            assert not other  # flock: exclusive even within one process (new open file)
+        res = CliRunner().invoke(main, _monitor_args(inbox, calibrated / "model", mon))
+        assert res.exit_code == 0 and "another monitor is scanning" in res.output
+        assert not (mon / "scores.db").exists() or not _ids(mon)
+    res = CliRunner().invoke(main, _monitor_args(inbox, calibrated / "model", mon))
+    assert res.exit_code in (0, 3) and len(_ids(mon)) == 1
+
+
+def _alert(line: str):
+    from odin_monitor.monitoring import Alert
+
+    return Alert.from_dict(json.loads(line))
+
+
+def _ids(mon: Path) -> list[str]:
+    from odin_monitor.monitoring import ScoreLog
+
+    return ScoreLog(mon / "scores.db").batch_ids()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,10 @@ def _log_alerts_to(path: Path) -> None:
     logger.propagate = False
 
 
+class BatchVanishedError(FileNotFoundError):
+    """A batch left the inbox between listing and reading (moved by someone else)."""
+
+
 def process_path(
     path: Path,
     loaded: LoadedModel,
@@ -85,12 +90,19 @@ def process_path(
 
     Arrays may be uint8 ``(N, H, W, C)`` or float ``(N, C, H, W)``; folders hold image
     files of any size (resized to the model's input). ``created_at`` (ISO-8601) stamps
-    the batch; default now. A batch that cannot be read
-    or scored is quarantined: the file or folder moves to ``quarantine/``.
+    the batch; default now. A batch that cannot be read or scored is quarantined: the
+    file or folder moves to ``quarantine/`` and its row records both paths. A batch
+    id already logged is not scored again (its alerts and missing report are checked,
+    see :func:`~odin_monitor.monitoring.pipeline.revisit_batch`); an explicit
+    ``batch_id`` already logged with different content raises
+    :class:`~odin_monitor.monitoring.scorelog.BatchIdConflictError`.
+
+    Raises:
+        BatchVanishedError: The batch disappeared before it could be read.
     """
     from odin_monitor.data import load_folder, load_images
-    from odin_monitor.monitoring import BatchResult, process_batch
-    from odin_monitor.monitoring.ingest import move_to_quarantine
+    from odin_monitor.monitoring import process_batch
+    from odin_monitor.monitoring.pipeline import quarantine_batch, revisit_batch
 
     suffix = path.suffix.lower()
     if path.is_file() and suffix in SCORE_SUFFIXES:
@@ -109,31 +121,34 @@ def process_path(
             param_hint="BATCH",
         )
     bid = batch_id or batch_id_of(path)
-    if config.log.get_batch(bid) is not None:  # already logged: no need to read it again
-        return process_batch(loaded.ref, config, scores=config.log.read_scores(bid), batch_id=bid)
+    if batch_id is None and config.log.get_batch(bid) is not None:
+        # The id is the content's hash, so this is the logged batch: nothing to read.
+        return revisit_batch(loaded.ref, config, bid)
     c, h, w = loaded.record.input_shape
     try:
         images = load_folder(path, size=(h, w), channels=c) if path.is_dir() else load_images(path)
-    except ValueError as err:  # unreadable: DataLoadError, InputValidationError, ...
-        result = BatchResult(bid, quarantine_reason=str(err))
-        config.log.quarantine(bid, str(err), model=loaded.ref, source_path=str(path))
-    else:
-        result = process_batch(
-            loaded.ref,
-            config,
-            images=images,
-            batch_id=bid,
-            scorer=scorer_for(loaded.detector),
-            reference=loaded.reference,
-            created_at=created_at,
-        )
-    if result.quarantined and path.exists():
-        move_to_quarantine(path, config.quarantine_dir, bid)
-    return result
+    except (ValueError, FileNotFoundError) as err:  # DataLoadError, InputValidationError, ...
+        if not path.exists():
+            raise BatchVanishedError(f"{path} left the inbox before it was read") from err
+        return quarantine_batch(loaded.ref, config, bid, str(err), path)
+    return process_batch(
+        loaded.ref,
+        config,
+        images=images,
+        batch_id=bid,
+        scorer=scorer_for(loaded.detector),
+        reference=loaded.reference,
+        created_at=created_at,
+        source=path,
+    )
 
 
 def batch_id_of(path: Path) -> str:
     """Content hash of a batch file, or of a folder's sorted file names and bytes.
+
+    Raises:
+        BatchVanishedError: The file or folder is gone, or left while being hashed
+            (never the hash of nothing).
 
     Example:
         >>> import tempfile
@@ -145,13 +160,46 @@ def batch_id_of(path: Path) -> str:
 
     from odin_monitor.monitoring.ingest import file_id
 
-    if path.is_file():
-        return file_id(path)
-    digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
-        digest.update(f.read_bytes())
+    try:
+        if path.is_file():
+            return file_id(path)
+        if not path.is_dir():
+            raise FileNotFoundError(path)
+        digest = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(f.read_bytes())
+        if not path.is_dir():
+            raise FileNotFoundError(path)
+    except FileNotFoundError as err:
+        raise BatchVanishedError(f"{path} left the inbox while it was hashed") from err
     return "sha256-" + digest.hexdigest()[:24]
+
+
+LOCK_NAME = ".odin-monitor.lock"
+
+
+@contextlib.contextmanager
+def inbox_lock(inbox: Path) -> Iterator[bool]:
+    """Hold the inbox's exclusive scan lock if free; yields whether it was taken.
+
+    An ``flock`` on ``INBOX/.odin-monitor.lock``: two ``monitor`` processes on one
+    inbox take turns instead of racing for the same files (one quarantining a file
+    the other is hashing). The kernel releases it when a process dies, even on
+    ``kill -9``. Local file systems only (flock is advisory and per host).
+    """
+    import fcntl
+
+    with open(inbox / LOCK_NAME, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _batch_candidates(inbox: Path) -> list[Path]:
@@ -201,6 +249,17 @@ def human(result: BatchResult) -> str:
     if result.html_path:
         lines.append(f"  report: {result.html_path}")
     return "\n".join(lines)
+
+
+def finish_deliveries(config: MonitorConfig) -> None:
+    """Give alerts still in flight a bounded wait before the command exits."""
+    from odin_monitor.monitoring.notifiers import flush_deliveries
+
+    if not flush_deliveries(max(config.delivery_budget, EXIT_DELIVERY_SECONDS)):
+        info("alert deliveries still in flight stay pending in the outbox (retried next run)")
+
+
+EXIT_DELIVERY_SECONDS = 10.0
 
 
 def combined_exit_code(results: Sequence[BatchResult]) -> int:
@@ -263,6 +322,7 @@ def score_command(
     loaded = load_detector(model_uri, device=device)
     config = monitor_config(monitor_dir, webhook=webhook, alpha=alpha)
     result = process_path(batch, loaded, config, batch_id)
+    finish_deliveries(config)
     emit(summarize(result), lambda: human(result))
     click.get_current_context().exit(result.exit_code)
 
@@ -400,22 +460,46 @@ def monitor_command(
     scans = 0
     while True:
         scans += 1
-        seen = set(config.log.batch_ids())
-        for path in _batch_candidates(inbox):
-            bid = batch_id_of(path)
-            if bid in seen:
-                continue
-            try:
-                result = process_path(path, loaded, config, bid)
-            except Exception as err:  # one batch must not stop the loop; the file stays
-                failures += 1
-                click.echo(f"Error: batch {path.name}: {type(err).__name__}: {err}", err=True)
-                continue
-            results.append(result)
-            emit(summarize(result), human(result))
+        with inbox_lock(inbox) as mine:
+            if mine:
+                failures += _scan(inbox, loaded, config, results)
+            else:
+                info(f"another monitor is scanning {inbox}; skipping this scan")
         if once or (max_scans is not None and scans >= max_scans):
             break
         time.sleep(interval)
+    finish_deliveries(config)
     info(f"{len(results)} batch(es) processed; score log {monitor_dir / 'scores.db'}")
     code = combined_exit_code(results)
     click.get_current_context().exit(code if code or not failures else EXIT_ERROR)
+
+
+def _scan(inbox: Path, loaded: LoadedModel, config: MonitorConfig, out: list[BatchResult]) -> int:
+    """Process the inbox's new (or incompletely processed) batches; return the failures."""
+    from odin_monitor.monitoring.notifiers import deliver_in_background
+    from odin_monitor.monitoring.pipeline import batch_is_complete, revisit_batch
+
+    # Alerts left pending by earlier runs are retried even if no new batch comes.
+    deliver_in_background(config.log, config.notifiers, budget=0.0)
+    failures = 0
+    for path in _batch_candidates(inbox):
+        try:
+            bid = batch_id_of(path)
+            # A known batch is skipped only once its alerts are stored and its report
+            # is on disk; otherwise it is revisited (a crash after its commit).
+            if config.log.get_batch(bid) is None:
+                result = process_path(path, loaded, config, bid)
+            elif batch_is_complete(config, bid):
+                continue
+            else:
+                result = revisit_batch(loaded.ref, config, bid)
+        except BatchVanishedError as err:  # taken by someone else: not ours to quarantine
+            info(f"skipping {path.name}: {err}")
+            continue
+        except Exception as err:  # one batch must not stop the loop; the file stays
+            failures += 1
+            click.echo(f"Error: batch {path.name}: {type(err).__name__}: {err}", err=True)
+            continue
+        out.append(result)
+        emit(summarize(result), human(result))
+    return failures
