@@ -5,6 +5,10 @@ all need: a free port, the command and its environment (``mlflow models serve``
 starts ``uvicorn`` from ``PATH``, so this environment's ``bin`` goes first), waiting
 for ``/ping``, and stopping the server's whole process group by its PID.
 
+``guarded=True`` serves the same MLflow scoring app behind the request-body cap and
+short error replies of :mod:`mlflow_plugin.asgi` (what ``odin-monitor serve`` runs):
+:func:`guarded_serve_command` and :func:`guarded_serve_env`.
+
 Example:
     >>> with running_server("models:/odin-demo@champion") as server:  # doctest: +SKIP
     ...     print(server.url)
@@ -25,12 +29,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from odin_monitor.errors import OdinError
+from odin_monitor.errors import ModelLoadError, OdinError
 
 __all__ = [
     "RunningServer",
     "ServerError",
     "free_port",
+    "guarded_serve_command",
+    "guarded_serve_env",
     "running_server",
     "serve_command",
     "serve_env",
@@ -76,6 +82,60 @@ def serve_env(tracking_uri: str | None = None) -> dict[str, str]:
     }
     if tracking_uri is not None:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def guarded_serve_command(port: int, *, workers: int = 1, host: str = HOST) -> list[str]:
+    """``uvicorn`` of MLflow's scoring app behind :mod:`mlflow_plugin.asgi`'s guards.
+
+    The model comes from the environment (:func:`guarded_serve_env`).
+
+    Example:
+        >>> guarded_serve_command(5001)[-1]
+        'mlflow_plugin._server_app:app'
+    """
+    return [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port),
+            "--workers", str(workers), "mlflow_plugin._server_app:app"]  # fmt: skip
+
+
+def guarded_serve_env(
+    model_uri: str | Path,
+    *,
+    max_body_bytes: int | None = None,
+    max_error_chars: int | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, str]:
+    """The guarded server's environment; a ``models:/`` or ``runs:/`` URI is downloaded first.
+
+    Raises:
+        ModelLoadError: The model cannot be found or downloaded.
+    """
+    import mlflow.artifacts
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    from mlflow.pyfunc import scoring_server
+
+    from mlflow_plugin.asgi import MAX_BODY_ENV, MAX_ERROR_ENV
+
+    env = serve_env(tracking_uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=str(model_uri),
+            tracking_uri=tracking_uri,
+            registry_uri=tracking_uri,
+        )
+    except Exception as err:
+        raise ModelLoadError(
+            f"Expected an MLflow model at {model_uri}, but it cannot be found or downloaded "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})."
+        ) from err
+    env[scoring_server._SERVER_MODEL_PATH] = str(Path(local).resolve())
+    env.setdefault(
+        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name, str(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
+    )
+    if max_body_bytes is not None:
+        env[MAX_BODY_ENV] = str(int(max_body_bytes))
+    if max_error_chars is not None:
+        env[MAX_ERROR_ENV] = str(int(max_error_chars))
     return env
 
 
@@ -182,6 +242,9 @@ def running_server(
     tracking_uri: str | None = None,
     log_file: Path | None = None,
     timeout: float = 180.0,
+    guarded: bool = False,
+    max_body_bytes: int | None = None,
+    max_error_chars: int | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``mlflow models serve``, wait for ``/ping``, and always stop it by PID.
 
@@ -192,12 +255,24 @@ def running_server(
         tracking_uri: ``MLFLOW_TRACKING_URI`` of the server (for ``models:/`` URIs).
         log_file: Where the server's output goes (default: inherited).
         timeout: Seconds to wait for the first 200 on ``/ping``.
+        guarded: Serve behind :mod:`mlflow_plugin.asgi`'s body cap and short errors.
+        max_body_bytes: The body cap of a guarded server (default 64 MiB).
+        max_error_chars: The error-reply cap of a guarded server.
 
     Yields:
         The :class:`RunningServer`.
     """
     port = free_port() if port is None else int(port)
-    cmd = serve_command(model_uri, port, workers=workers)
+    if guarded:
+        cmd = guarded_serve_command(port, workers=workers)
+        env = guarded_serve_env(
+            model_uri,
+            max_body_bytes=max_body_bytes,
+            max_error_chars=max_error_chars,
+            tracking_uri=tracking_uri,
+        )
+    else:
+        cmd, env = serve_command(model_uri, port, workers=workers), serve_env(tracking_uri)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(log_file.open("wb")) if log_file is not None else None
@@ -205,7 +280,7 @@ def running_server(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
-            env=serve_env(tracking_uri),
+            env=env,
             start_new_session=True,
         )
     try:
