@@ -7,9 +7,9 @@ attempt, so none is lost. :func:`deliver_pending` makes one attempt per due row
 backoff, and after one failure a notifier is not tried again in the same pass, so
 a dead endpoint costs one attempt per pass however long the outbox). Each row is
 claimed before its attempt, so two drains never send it twice at once, and a
-success is recorded exactly once. :func:`deliver_in_background` runs it in a
-daemon thread and waits at most a time budget: scoring never waits longer on a
-notifier; :func:`flush_deliveries` waits (bounded) at process exit.
+success is recorded exactly once. :func:`deliver_in_background` runs it in one
+daemon thread per notifier and waits at most a time budget: scoring never waits
+longer on a notifier; :func:`flush_deliveries` waits (bounded) at process exit.
 
 A receiver that times out after accepting a POST gets it again on the retry (the
 sender cannot tell); each POST carries ``Idempotency-Key: <alert_id>`` so the
@@ -397,34 +397,33 @@ def deliver_pending(
 
 @dataclass
 class _Drain:
-    """A background delivery thread of this process for one score log."""
+    """A background delivery thread of this process for one score log and notifier."""
 
     thread: threading.Thread
     log: ScoreLog
-    notifiers: tuple[Notifier, ...]
+    notifier: Notifier
     again: bool = False
     delivered: int = 0
-    failed: int = 0
 
 
-_DRAINS: dict[Path, _Drain] = {}
+_DrainKey = tuple[Path, str]
+_DRAINS: dict[_DrainKey, _Drain] = {}
 _DRAINS_LOCK = threading.Lock()
 
 
-def _drain_loop(key: Path) -> None:
+def _drain_loop(key: _DrainKey) -> None:
     while True:
         with _DRAINS_LOCK:
             drain = _DRAINS[key]
             drain.again = False
-            log, notifiers = drain.log, drain.notifiers
+            log, notifier = drain.log, drain.notifier
         try:
-            delivered, failed = deliver_pending(log, notifiers)
+            delivered, _ = deliver_pending(log, [notifier])
         except Exception:  # e.g. the database is locked for too long: retried next time
-            logger.exception("delivering the outbox of %s failed", key)
-            delivered, failed = 0, 0
+            logger.exception("delivering the outbox of %s to %s failed", *key)
+            delivered = 0
         with _DRAINS_LOCK:
             drain.delivered += delivered
-            drain.failed += failed
             if not drain.again:
                 del _DRAINS[key]
                 return
@@ -435,10 +434,10 @@ class DeliveryStatus:
     """What :func:`deliver_in_background` saw within its budget.
 
     Attributes:
-        delivered: Rows delivered by this process's drain while waiting.
+        delivered: Rows delivered by this process's drains while waiting.
         pending: Rows of the configured notifiers still pending when it returned
             (failed, not yet due, or still being sent in the background).
-        running: Whether the background drain was still running.
+        running: Whether a background drain was still running.
     """
 
     delivered: int
@@ -449,35 +448,44 @@ class DeliveryStatus:
 def deliver_in_background(
     log: ScoreLog, notifiers: Sequence[Notifier], *, budget: float
 ) -> DeliveryStatus:
-    """Drain the outbox in a daemon thread; wait for it at most ``budget`` seconds.
+    """Drain the outbox in daemon threads; wait for them at most ``budget`` seconds.
 
-    One drain thread per score log and process: if one is running, it is asked to
-    make another pass (with these notifiers) instead of starting a second one. A
-    drain still running after ``budget`` keeps going in the background (its
-    attempts end with their own timeouts); :func:`flush_deliveries` waits for it,
-    bounded, and runs at interpreter exit.
+    One drain thread per score log and notifier in this process, so a slow webhook
+    never holds back the log line or the JSONL file. If a drain is running, it is
+    asked to make another pass instead of starting a second one. A drain still
+    running after ``budget`` keeps going in the background (its attempt ends with
+    its own timeout); :func:`flush_deliveries` waits for it, bounded, and runs at
+    interpreter exit.
 
     Example:
         >>> # status = deliver_in_background(log, [WebhookNotifier(url)], budget=1.0)
     """
-    key = log.path.resolve()
+    path = log.path.resolve()
+    drains: list[_Drain] = []
+    before = 0
+    with _DRAINS_LOCK:
+        for notifier in notifiers:
+            key = (path, notifier.name)
+            drain = _DRAINS.get(key)
+            if drain is None:
+                thread = threading.Thread(
+                    target=_drain_loop, args=(key,), daemon=True, name=f"odin-outbox-{key[1]}"
+                )
+                drain = _DRAINS[key] = _Drain(thread, log, notifier)
+                thread.start()
+            else:
+                drain.again = True
+                drain.notifier = notifier
+            drains.append(drain)
+            before += drain.delivered
+    deadline = time.monotonic() + max(0.0, budget)
+    for drain in drains:
+        drain.thread.join(max(0.0, deadline - time.monotonic()))
+    with _DRAINS_LOCK:
+        delivered = sum(d.delivered for d in drains) - before
     names = {n.name for n in notifiers}
-    with _DRAINS_LOCK:
-        drain = _DRAINS.get(key)
-        if drain is None:
-            thread = threading.Thread(target=_drain_loop, args=(key,), daemon=True)
-            drain = _DRAINS[key] = _Drain(thread, log, tuple(notifiers))
-            thread.name = f"odin-outbox-{key.name}"
-            thread.start()
-        else:
-            drain.again = True
-            drain.notifiers = tuple(notifiers)
-        before = drain.delivered
-    drain.thread.join(max(0.0, budget))
-    with _DRAINS_LOCK:
-        delivered = drain.delivered - before
     pending = sum(1 for _, n, _ in log.pending_deliveries() if n in names)
-    return DeliveryStatus(delivered, pending, drain.thread.is_alive())
+    return DeliveryStatus(delivered, pending, any(d.thread.is_alive() for d in drains))
 
 
 def flush_deliveries(timeout: float = 10.0) -> bool:
