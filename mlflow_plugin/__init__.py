@@ -8,6 +8,12 @@ Example:
 
 from __future__ import annotations
 
+import pkgutil
+
+# A model folder ships a partial copy of this package (what loading needs): span every
+# copy on sys.path, so that the rest of an installed copy stays importable.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
 from mlflow_plugin.export import ModelExportError
 from mlflow_plugin.flavor import (
     FLAVOR_NAME,

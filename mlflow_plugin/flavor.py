@@ -14,7 +14,8 @@ A model folder::
     data/calibration_record.json the CalibrationRecord
     data/reference_scores.npz    scores of the in-distribution validation set
     data/calibration_grid.csv    the T × ε grid (when logged from a CalibrationResult)
-    code/odin_monitor, code/mlflow_plugin   the library, so the model loads without it
+    code/odin_monitor, code/mlflow_plugin   what loading and scoring need, so the model
+                                 loads where odin-monitor is not installed
     input_example.json, conda.yaml, requirements.txt, python_env.yaml
 
 Nothing in it is unpickled on load: the archive is checked record by record, the
@@ -78,7 +79,20 @@ _RECORD_FILE = "data/calibration_record.json"
 _REFERENCE_FILE = "data/reference_scores.npz"
 _GRID_FILE = "data/calibration_grid.csv"
 _CODE_DIR = "code"
-_SHIPPED_PACKAGES = ("odin_monitor", "mlflow_plugin")
+# What loading and scoring a model need, per package (the CLI, monitoring, benchmarks
+# and the demo stay out of the model folder). The packages' ``__init__`` extends their
+# ``__path__``, so a model's partial copy never hides the rest of an installed copy.
+_SHIPPED_FILES: dict[str, tuple[str, ...]] = {
+    "odin_monitor": (
+        "__init__.py", "py.typed", "calibration.py", "detector.py", "errors.py", "metrics.py",
+        "modelref.py", "normalization.py", "record.py", "scoring.py", "synthetic.py",
+        "validation.py", "models",
+    ),
+    "mlflow_plugin": (
+        "__init__.py", "py.typed", "_mlflow_compat.py", "export.py", "flavor.py",
+        "pt2_check.py", "pyfunc.py", "registry.py",
+    ),
+}  # fmt: skip
 
 _logger = logging.getLogger(__name__)
 
@@ -169,10 +183,15 @@ def _save_classifier(
 def _ship_code(path: str, code_paths: Sequence[str] | None) -> str:
     compat.copy_code_paths(code_paths, path)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in _SHIPPED_PACKAGES:
-        module = __import__(package)
-        src = Path(module.__file__ or "").parent
-        shutil.copytree(src, os.path.join(path, _CODE_DIR, package), ignore=ignore)
+    for package, names in _SHIPPED_FILES.items():
+        src = Path(__import__(package).__file__ or "").parent
+        dst = Path(path, _CODE_DIR, package)
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, dst / name, ignore=ignore)
+            else:
+                shutil.copy2(src / name, dst / name)
     return _CODE_DIR
 
 

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import pkgutil
+
+# A model folder ships a partial copy of this package (what loading needs): span every
+# copy on sys.path, so that the rest of an installed copy stays importable.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
 from odin_monitor.calibration import (
     PAPER_EPSILONS,
     PAPER_TEMPERATURES,

@@ -198,3 +198,47 @@ def test_signature_threshold_default_must_be_the_records(model_copy: Path, resul
         ModelLoadError, match=r"signature gives the threshold param the default 0\.0"
     ):
         mlflow.pyfunc.load_model(str(model_copy))
+
+
+def imported_modules(folder: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for file in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+    return names
+
+
+def test_model_ships_only_what_loading_needs(saved_model: Path) -> None:
+    code = saved_model / "code"
+    shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
+    assert "odin_monitor/scoring.py" in shipped and "mlflow_plugin/flavor.py" in shipped
+    for left_out in ("cli", "monitoring", "bench", "demo_data.py", "plots.py", "data.py"):
+        assert not any(p.startswith(f"odin_monitor/{left_out}") for p in shipped), left_out
+    imports = imported_modules(code)
+    assert not {m for m in imports if m.split(".")[0] == "click"}
+    assert not {
+        m for m in imports if any(p in m.split(".") for p in ("bench", "cli", "monitoring"))
+    }
+
+
+def test_shipped_copy_does_not_hide_the_installed_package(saved_model: Path, tmp_path) -> None:
+    """Loading first puts code/ on sys.path; the rest of the installed package still imports."""
+    script = textwrap.dedent(
+        f"""
+        import mlflow
+        mlflow.pyfunc.load_model({str(saved_model)!r})
+        import odin_monitor
+        assert odin_monitor.__file__.startswith({str(saved_model)!r}), odin_monitor.__file__
+        import odin_monitor.monitoring.scorelog, odin_monitor.cli, odin_monitor.plots
+        print(odin_monitor.monitoring.scorelog.__file__)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, capture_output=True
+    )
+    assert not out.stdout.decode().strip().startswith(str(saved_model))
