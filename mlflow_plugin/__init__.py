@@ -14,7 +14,7 @@ import pkgutil
 # copy on sys.path, so that the rest of an installed copy stays importable.
 __path__ = pkgutil.extend_path(__path__, __name__)
 
-from mlflow_plugin.export import ModelExportError
+from mlflow_plugin.errors import ModelExportError
 from mlflow_plugin.flavor import (
     FLAVOR_NAME,
     get_default_conda_env,
@@ -26,12 +26,12 @@ from mlflow_plugin.flavor import (
     save_model,
 )
 from mlflow_plugin.registry import (
-    calibration_tags,
     compare_calibrations,
     load_by_alias,
     register_detector,
     set_alias,
 )
+from mlflow_plugin.tags import calibration_tags
 
 __all__ = [
     "FLAVOR_NAME",

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mlflow_plugin.errors import ModelExportError
 from mlflow_plugin.pt2_check import check_pt2_archive
-from odin_monitor.errors import ModelLoadError, OdinError
+from odin_monitor.errors import ModelLoadError
 from odin_monitor.modelref import load_state_dict_file, model_from_reference
 from odin_monitor.scoring import model_device, scoring_mode
 
@@ -41,10 +42,6 @@ __all__ = [
 
 # Relative tolerance of the exported model's logits against the eager model's.
 _EXPORT_RTOL, _EXPORT_ATOL = 1e-4, 1e-5
-
-
-class ModelExportError(OdinError, ValueError):
-    """``torch.export`` cannot capture the classifier faithfully."""
 
 
 def _fallback_hint() -> str:

@@ -51,6 +51,7 @@ from mlflow_plugin.export import (
     save_state_dict,
 )
 from mlflow_plugin.pyfunc import OdinPyfuncModel, model_signature, resolve_device
+from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
 from odin_monitor.detector import SCORE_COLUMNS, BatchScores, OdinDetector
 from odin_monitor.errors import ModelLoadError, NotFittedError
@@ -90,7 +91,7 @@ _SHIPPED_FILES: dict[str, tuple[str, ...]] = {
     ),
     "mlflow_plugin": (
         "__init__.py", "py.typed", "_mlflow_compat.py", "export.py", "flavor.py",
-        "pt2_check.py", "pyfunc.py", "registry.py",
+        "pt2_check.py", "pyfunc.py", "registry.py", "tags.py", "errors.py",
     ),
 }  # fmt: skip
 
@@ -347,7 +348,7 @@ def log_model(
     ``odin.threshold``, ...), the validation metrics (``odin.val.<metric>``) and
     figures under ``odin/<name>/`` (see :mod:`mlflow_plugin.artifacts`). With
     ``registered_model_name``, the new model version is tagged with the calibration
-    (see :func:`mlflow_plugin.registry.calibration_tags`); no alias is set.
+    (see :func:`mlflow_plugin.tags.calibration_tags`); no alias is set.
 
     Args:
         detector: A fitted detector or a :class:`~odin_monitor.CalibrationResult`.
@@ -380,7 +381,6 @@ def log_model(
     """
     import mlflow_plugin.flavor as flavor_module
     from mlflow_plugin.artifacts import log_calibration as _log_calibration
-    from mlflow_plugin.registry import tag_model_version
 
     det, rec, result = _unpack(detector, record)
     own_run = mlflow.active_run() is None

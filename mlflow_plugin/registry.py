@@ -1,7 +1,7 @@
 """Version calibrations in the MLflow Model Registry.
 
 Every registered detector version is tagged with its calibration
-(:func:`calibration_tags`), so versions can be told apart without loading them.
+(:func:`mlflow_plugin.tags.calibration_tags`), so versions can be told apart without loading them.
 Aliases (e.g. ``champion``) move only when asked (:func:`set_alias`).
 Recalibrating the same classifier and registering it again makes a new version;
 older versions keep their files and load and score exactly as before.
@@ -10,7 +10,6 @@ older versions keep their files and load and score exactly as before.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import mlflow
@@ -21,55 +20,16 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_plugin import _mlflow_compat as compat
 from mlflow_plugin.flavor import load_model, load_record
+from mlflow_plugin.tags import calibration_tags
 from odin_monitor.detector import OdinDetector
 from odin_monitor.record import CalibrationRecord
 
 __all__ = [
-    "calibration_tags",
     "compare_calibrations",
     "load_by_alias",
     "register_detector",
     "set_alias",
-    "tag_model_version",
 ]
-
-
-def calibration_tags(record: CalibrationRecord) -> dict[str, str]:
-    """The model-version tags of a calibration.
-
-    ``odin.temperature``, ``odin.epsilon``, ``odin.threshold``, ``odin.tpr_target``,
-    ``odin.calibration_sha256``, ``odin.threshold_spread``, and one
-    ``odin.metric.<name>`` per finite validation metric.
-
-    Example:
-        >>> rec = CalibrationRecord(temperature=1000.0, epsilon=0.0014, threshold=0.1,
-        ...     threshold_spread=2.0, tpr_target=0.95, normalization=None, n_classes=10,
-        ...     input_shape=(3, 32, 32), metrics={"auroc": 0.97})
-        >>> tags = calibration_tags(rec)
-        >>> tags["odin.epsilon"], tags["odin.metric.auroc"]
-        ('0.0014', '0.97')
-    """
-    tags = {
-        "odin.temperature": repr(float(record.temperature)),
-        "odin.epsilon": repr(float(record.epsilon)),
-        "odin.threshold": repr(float(record.threshold)),
-        "odin.threshold_spread": repr(float(record.threshold_spread)),
-        "odin.tpr_target": repr(float(record.tpr_target)),
-        "odin.calibration_sha256": record.sha256(),
-    }
-    for key, value in sorted(record.metrics.items()):
-        if math.isfinite(float(value)):
-            tags[f"odin.metric.{key}"] = repr(float(value))
-    return tags
-
-
-def tag_model_version(
-    name: str, version: str, record: CalibrationRecord, client: MlflowClient | None = None
-) -> None:
-    """Set :func:`calibration_tags` on an existing model version."""
-    client = client or MlflowClient()
-    for key, value in calibration_tags(record).items():
-        client.set_model_version_tag(name, version, key, value)
 
 
 def register_detector(

@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from odin_monitor.errors import ModelLoadError, OdinError
+from mlflow_plugin.errors import ServerError
+from odin_monitor.errors import ModelLoadError
 
 __all__ = [
     "RunningServer",
@@ -45,10 +46,6 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-
-
-class ServerError(OdinError, RuntimeError):
-    """The server exited or did not answer ``/ping`` in time."""
 
 
 def free_port() -> int:

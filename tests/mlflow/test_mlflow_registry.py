@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from odin_mlflow_testing import images, make_net
 
 import mlflow_plugin
-from mlflow_plugin.registry import calibration_tags
+from mlflow_plugin.tags import calibration_tags
 from odin_monitor import calibrate
 
 
