@@ -83,15 +83,12 @@ def _figures(
 
     figs: dict[str, Any] = {}
     if result is not None:
-        temps, eps = list(result.temperatures), list(result.epsilons)
-        i, j = temps.index(record.temperature), eps.index(record.epsilon)
-        s_in, s_out = result.id_scores[i, j], result.ood_scores[i, j]
-        curves = {f"ODIN (T={record.temperature:g}, ε={record.epsilon:g})": (s_in, s_out)}
-        if 1.0 in temps and 0.0 in eps:
-            a, b = temps.index(1.0), eps.index(0.0)
-            curves["MSP baseline"] = (result.id_scores[a, b], result.ood_scores[a, b])
-        figs["grid_heatmap.png"] = plot_grid_heatmap(result)
-        figs["roc.png"] = plot_roc(curves, title="validation ROC (in-distribution positive)")
+        chosen = (record.temperature, record.epsilon)
+        s_in, s_out = result.grid.scores_at(*chosen)
+        figs["grid_heatmap.png"] = plot_grid_heatmap(result.grid, chosen=chosen)
+        figs["roc.png"] = plot_roc(
+            result.grid.curves(chosen), title="validation ROC (in-distribution positive)"
+        )
         figs["score_histograms.png"] = plot_score_histograms(
             s_in,
             s_out,

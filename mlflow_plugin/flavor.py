@@ -53,7 +53,8 @@ from mlflow_plugin.export import (
 from mlflow_plugin.pyfunc import OdinPyfuncModel, model_signature, resolve_device
 from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
-from odin_monitor.detector import SCORE_COLUMNS, BatchScores, OdinDetector
+from odin_monitor.columns import SCORE_COLUMNS
+from odin_monitor.detector import BatchScores, OdinDetector
 from odin_monitor.errors import ModelLoadError, NotFittedError
 from odin_monitor.record import CalibrationRecord
 
@@ -85,9 +86,10 @@ _CODE_DIR = "code"
 # ``__path__``, so a model's partial copy never hides the rest of an installed copy.
 _SHIPPED_FILES: dict[str, tuple[str, ...]] = {
     "odin_monitor": (
-        "__init__.py", "py.typed", "calibration.py", "detector.py", "errors.py", "metrics.py",
-        "modelref.py", "normalization.py", "record.py", "scoring.py", "synthetic.py",
-        "validation.py", "models",
+        "__init__.py", "_version.py", "py.typed", "calibration.py", "columns.py",
+        "detector.py", "errors.py", "grid.py", "hyper.py", "metrics.py", "modelref.py",
+        "normalization.py", "record.py", "scoring.py", "synthetic.py", "validation.py",
+        "models",
     ),
     "mlflow_plugin": (
         "__init__.py", "py.typed", "_mlflow_compat.py", "export.py", "flavor.py",

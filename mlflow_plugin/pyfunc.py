@@ -22,7 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from odin_monitor.detector import SCORE_COLUMNS, OdinDetector
+from odin_monitor.columns import MLFLOW_TYPES, SCORE_COLUMNS
+from odin_monitor.detector import OdinDetector
 from odin_monitor.errors import InputValidationError, OdinError
 
 __all__ = [
@@ -31,14 +32,6 @@ __all__ = [
     "model_signature",
     "resolve_device",
 ]
-
-_OUTPUT_TYPES = {
-    "odin_score": "double",
-    "spread_score": "double",
-    "msp": "double",
-    "predicted_class": "long",
-    "is_ood": "boolean",
-}
 
 
 def model_signature(
@@ -55,7 +48,7 @@ def model_signature(
         ((-1, 3, 8, 8), 0.2)
     """
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *map(int, input_shape)))])
-    outputs = Schema([ColSpec(_OUTPUT_TYPES[c], c) for c in SCORE_COLUMNS])
+    outputs = Schema([ColSpec(MLFLOW_TYPES[c], c) for c in SCORE_COLUMNS])
     params = ParamSchema(
         [
             ParamSpec("batch_size", "long", int(batch_size)),

@@ -8,14 +8,13 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import pkgutil
 
 # A model folder ships a partial copy of this package (what loading needs): span every
 # copy on sys.path, so that the rest of an installed copy stays importable.
 __path__ = pkgutil.extend_path(__path__, __name__)
 
+from odin_monitor._version import __version__
 from odin_monitor.calibration import (
     PAPER_EPSILONS,
     PAPER_TEMPERATURES,
@@ -32,6 +31,7 @@ from odin_monitor.errors import (
     NotFittedError,
     OdinError,
 )
+from odin_monitor.grid import CalibrationGrid
 from odin_monitor.metrics import ood_metrics, threshold_at_tpr
 from odin_monitor.normalization import Normalization
 from odin_monitor.record import CalibrationRecord, ValidationSource
@@ -42,6 +42,7 @@ __all__ = [
     "PAPER_TEMPERATURES",
     "BatchScores",
     "CalibrationError",
+    "CalibrationGrid",
     "CalibrationRecord",
     "CalibrationResult",
     "DataLoadError",

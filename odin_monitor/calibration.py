@@ -1,9 +1,9 @@
 """Choose ``T`` and ``ε`` on validation data, as in the ODIN paper.
 
-The paper's grid: ``T ∈ {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}`` and 21 evenly
-spaced ``ε`` in ``[0, 0.004]``; the pair minimising FPR at ``tpr_target`` on a
-validation OOD set (never the test OOD sets) wins. Ties go to the higher AUROC,
-then the smaller ``T``, then the smaller ``ε`` (the key of :func:`selection_key`).
+The paper's grid (:mod:`odin_monitor.grid`): ``T ∈ {1, 2, 5, 10, 20, 50, 100, 200,
+500, 1000}`` and 21 evenly spaced ``ε`` in ``[0, 0.004]``; the pair minimising FPR at
+``tpr_target`` on a validation OOD set (never the test OOD sets) wins. Ties go to the
+higher AUROC, then the smaller ``T``, then the smaller ``ε``.
 
 Without real OOD validation data the paper's synthetic sets are used (half
 Gaussian, half Uniform noise, seeded), and the record says so.
@@ -23,7 +23,17 @@ import torch
 from torch import nn
 
 from odin_monitor.detector import OdinDetector
-from odin_monitor.errors import CalibrationError, InputValidationError
+from odin_monitor.errors import InputValidationError
+from odin_monitor.grid import (
+    GRID_METRICS,
+    PAPER_EPSILONS,
+    PAPER_TEMPERATURES,
+    CalibrationGrid,
+    GridPoint,
+    select_best,
+    selection_key,
+)
+from odin_monitor.hyper import check_epsilon, check_grid, check_temperature
 from odin_monitor.metrics import ood_metrics
 from odin_monitor.normalization import Normalization
 from odin_monitor.record import CalibrationRecord, ValidationSource, content_sha256
@@ -34,41 +44,18 @@ from odin_monitor.validation import as_image_tensor, check_tpr_target
 if TYPE_CHECKING:
     import pandas as pd
 
+# The grid's names stay importable from here (they lived here first).
 __all__ = [
     "GRID_METRICS",
     "PAPER_EPSILONS",
     "PAPER_TEMPERATURES",
+    "CalibrationGrid",
     "CalibrationResult",
     "GridPoint",
     "calibrate",
     "select_best",
     "selection_key",
 ]
-
-PAPER_TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-PAPER_EPSILONS: tuple[float, ...] = tuple(round(0.004 * i / 20, 12) for i in range(21))
-GRID_METRICS = ("fpr_at_tpr", "detection_error", "auroc", "aupr_in", "aupr_out")
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """Validation metrics of one ``(T, ε)`` pair."""
-
-    temperature: float
-    epsilon: float
-    metrics: Mapping[str, float]
-
-
-def selection_key(point: GridPoint) -> tuple[float, float, float, float]:
-    """Order of preference: lower FPR, then higher AUROC, smaller ``T``, smaller ``ε``."""
-    return (point.metrics["fpr_at_tpr"], -point.metrics["auroc"], point.temperature, point.epsilon)
-
-
-def select_best(points: Sequence[GridPoint]) -> GridPoint:
-    """The preferred pair of a grid under :func:`selection_key`."""
-    if not points:
-        raise CalibrationError("Expected a non-empty calibration grid.")
-    return min(points, key=selection_key)
 
 
 @dataclass(frozen=True)
@@ -78,64 +65,50 @@ class CalibrationResult:
     Attributes:
         detector: The fitted detector at the chosen ``(T, ε)``.
         record: Its :class:`CalibrationRecord`.
-        grid: Metrics of every pair, temperature-major.
-        temperatures: The grid's ``T`` values.
-        epsilons: The grid's ``ε`` values.
-        id_scores: float64 ``(len(T), len(ε), N_in)`` validation scores.
-        ood_scores: float64 ``(len(T), len(ε), N_out)`` validation scores.
+        grid: The validation scores and metrics of every ``(T, ε)`` pair.
     """
 
     detector: OdinDetector
     record: CalibrationRecord
-    grid: tuple[GridPoint, ...]
-    temperatures: tuple[float, ...]
-    epsilons: tuple[float, ...]
-    id_scores: np.ndarray = field(repr=False)
-    ood_scores: np.ndarray = field(repr=False)
+    grid: CalibrationGrid = field(repr=False)
+
+    @property
+    def chosen(self) -> tuple[float, float]:
+        """``(T, ε)`` of the fitted detector (the record's)."""
+        return (self.record.temperature, self.record.epsilon)
 
     @property
     def best(self) -> GridPoint:
-        """The chosen pair."""
-        return select_best(self.grid)
+        """The grid point of the chosen pair."""
+        return self.grid.point(*self.chosen)
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The grid's ``T`` values."""
+        return self.grid.temperatures
+
+    @property
+    def epsilons(self) -> tuple[float, ...]:
+        """The grid's ``ε`` values."""
+        return self.grid.epsilons
+
+    @property
+    def id_scores(self) -> np.ndarray:
+        """float64 ``(len(T), len(ε), N_in)`` in-distribution validation scores."""
+        return self.grid.id_scores
+
+    @property
+    def ood_scores(self) -> np.ndarray:
+        """float64 ``(len(T), len(ε), N_out)`` OOD validation scores."""
+        return self.grid.ood_scores
 
     def metric_matrix(self, name: str = "fpr_at_tpr") -> np.ndarray:
         """One metric as a ``(len(T), len(ε))`` matrix (for heatmaps)."""
-        if name not in GRID_METRICS:
-            raise InputValidationError(f"Expected a metric in {GRID_METRICS}, but got {name!r}.")
-        values = [p.metrics[name] for p in self.grid]
-        return np.asarray(values).reshape(len(self.temperatures), len(self.epsilons))
+        return self.grid.metric_matrix(name)
 
     def grid_frame(self) -> pd.DataFrame:
         """The grid as a DataFrame, one row per pair, with a ``chosen`` column."""
-        import pandas as pd
-
-        best = self.best
-        rows = [
-            {
-                "temperature": p.temperature,
-                "epsilon": p.epsilon,
-                **p.metrics,
-                "chosen": p is best,
-            }
-            for p in self.grid
-        ]
-        return pd.DataFrame(rows)
-
-
-def _as_hyper(values: Sequence[float], name: str, allow_zero: bool) -> tuple[float, ...]:
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError) as err:
-        raise InputValidationError(f"Expected `{name}` to be a list of numbers.") from err
-    if not out:
-        raise InputValidationError(f"Expected at least one value in `{name}`, but got none.")
-    bad = [v for v in out if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero)]
-    if bad:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InputValidationError(f"Expected every value of `{name}` {bound}, but got {bad}.")
-    if len(set(out)) != len(out):
-        raise InputValidationError(f"Expected distinct values in `{name}`, but got {out}.")
-    return out
+        return self.grid.frame(self.chosen)
 
 
 def _ood_sets(
@@ -228,11 +201,11 @@ def calibrate(
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
         >>> res = calibrate(net, torch.rand(40, 3, 4, 4), normalization=None,
         ...                 temperatures=[1, 1000], epsilons=[0.0, 0.002])
-        >>> len(res.grid), res.record.sources[1].name
+        >>> len(res.grid.points), res.record.sources[1].name
         (4, 'gaussian')
     """
-    temps = _as_hyper(temperatures, "temperatures", allow_zero=False)
-    eps = _as_hyper(epsilons, "epsilons", allow_zero=True)
+    temps = check_grid(temperatures, "temperatures", check_temperature)
+    eps = check_grid(epsilons, "epsilons", check_epsilon)
     tpr = check_tpr_target(tpr_target)
     channels = None if normalization is None else normalization.channels
     x_id = as_image_tensor(x_id_val, "x_id_val", channels=channels)
@@ -251,20 +224,8 @@ def calibrate(
     }
     s_id = grid_scores(model, x_id, **common).numpy()  # type: ignore[arg-type]
     s_ood = grid_scores(model, x_ood, **common).numpy()  # type: ignore[arg-type]
-    grid = tuple(
-        GridPoint(
-            temperature=t,
-            epsilon=e,
-            metrics={
-                k: v
-                for k, v in ood_metrics(s_id[i, j], s_ood[i, j], tpr).items()
-                if k in GRID_METRICS
-            },
-        )
-        for i, t in enumerate(temps)
-        for j, e in enumerate(eps)
-    )
-    best = select_best(grid)
+    grid = CalibrationGrid.from_scores(s_id, s_ood, temps, eps, tpr)
+    best = grid.best
     detector = OdinDetector(
         model,
         temperature=best.temperature,
@@ -276,12 +237,9 @@ def calibrate(
         device=device,
         class_names=class_names,
     ).fit(x_id, source_name=id_name, progress=progress)
-    i, j = temps.index(best.temperature), eps.index(best.epsilon)
-    metrics = dict(ood_metrics(s_id[i, j], s_ood[i, j], tpr))
-    if 1.0 in temps and 0.0 in eps:
-        msp = ood_metrics(
-            s_id[temps.index(1.0), eps.index(0.0)], s_ood[temps.index(1.0), eps.index(0.0)], tpr
-        )
+    metrics = dict(ood_metrics(*grid.scores_at(best.temperature, best.epsilon), tpr))
+    if grid.msp is not None:
+        msp = ood_metrics(*grid.scores_at(1.0, 0.0), tpr)
         metrics.update({f"msp_{k}": v for k, v in msp.items()})
     names = ", ".join(s.name for s in ood_sources)
     record = detector.to_record(
@@ -292,12 +250,4 @@ def calibrate(
             f"validation [{names}]{' (synthetic)' if x_ood_val is None else ''}"
         ),
     )
-    return CalibrationResult(
-        detector=detector,
-        record=record,
-        grid=grid,
-        temperatures=temps,
-        epsilons=eps,
-        id_scores=s_id,
-        ood_scores=s_ood,
-    )
+    return CalibrationResult(detector=detector, record=record, grid=grid)

@@ -9,7 +9,6 @@ in-distribution validation images and sets the learned state (ending in ``_``):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from odin_monitor.columns import SCORE_COLUMNS
 from odin_monitor.errors import InputValidationError, NotFittedError
+from odin_monitor.hyper import check_threshold
 from odin_monitor.metrics import threshold_at_tpr
 from odin_monitor.normalization import Normalization
 from odin_monitor.record import (
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SCORE_COLUMNS", "BatchScores", "OdinDetector"]
-
-SCORE_COLUMNS = ("odin_score", "spread_score", "msp", "predicted_class", "is_ood")
 
 
 @dataclass(frozen=True)
@@ -396,15 +395,12 @@ class OdinDetector:
 
 
 def _finite_threshold(threshold: Any, name: str = "threshold") -> float:
-    """``threshold`` as a float, refusing NaN, ±inf and non-numbers."""
+    """``threshold`` as a float, refusing NaN, ±inf and non-numbers (a NaN δ flags nothing)."""
     try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(threshold, bool) or not math.isfinite(value):
+        return check_threshold(threshold, name)
+    except InputValidationError:
         raise InputValidationError(
             f"Expected a finite number for {name} (δ), but got {threshold!r}; "
             "pass threshold=None to use the fitted threshold_, or a value such as "
             "det.threshold_ + 1e-4."
-        )
-    return value
+        ) from None

@@ -18,7 +18,7 @@ from odin_monitor.metrics import as_score_array
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from odin_monitor.calibration import CalibrationResult
+    from odin_monitor.grid import CalibrationGrid
 
 __all__ = ["plot_grid_heatmap", "plot_roc", "plot_score_histograms", "save_figure"]
 
@@ -29,37 +29,59 @@ def _figure(width: float = 6.4, height: float = 4.8) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_grid_heatmap(result: CalibrationResult, metric: str = "fpr_at_tpr") -> Figure:
-    """Heatmap of a validation metric over the ``T × ε`` grid; the chosen pair is boxed.
+def plot_grid_heatmap(
+    grid: CalibrationGrid,
+    metric: str = "fpr_at_tpr",
+    chosen: tuple[float, float] | None = None,
+) -> Figure:
+    """Heatmap of a validation metric over the ``T × ε`` grid, values in the cells.
+
+    The chosen pair is boxed in red, the MSP baseline (``T = 1``, ``ε = 0``) in white.
 
     Args:
-        result: What :func:`odin_monitor.calibrate` returned.
+        grid: The :class:`~odin_monitor.grid.CalibrationGrid` (``result.grid``).
         metric: ``"fpr_at_tpr"``, ``"auroc"``, ``"detection_error"``, ``"aupr_in"``
             or ``"aupr_out"``.
+        chosen: The pair to box; default ``grid.best``.
 
     Returns:
         A matplotlib Figure.
     """
     from matplotlib.patches import Rectangle
 
-    values = result.metric_matrix(metric)
-    fig = _figure(9.0, 4.8)
+    values = 100 * grid.metric_matrix(metric)
+    n_t, n_e = values.shape
+    fig = _figure(max(7.0, 0.55 * n_e + 2.5), max(3.5, 0.42 * n_t + 1.8))
     ax = fig.add_subplot()
     cmap = "viridis_r" if metric in ("fpr_at_tpr", "detection_error") else "viridis"
-    im = ax.imshow(100 * values, aspect="auto", cmap=cmap, origin="lower")
-    ax.set_xticks(range(len(result.epsilons)))
-    ax.set_xticklabels([f"{e:.4f}" for e in result.epsilons], rotation=90, fontsize=7)
-    ax.set_yticks(range(len(result.temperatures)))
-    ax.set_yticklabels([f"{t:g}" for t in result.temperatures])
-    ax.set_xlabel("ε (pixel units)")
+    im = ax.imshow(values, aspect="auto", cmap=cmap, origin="lower")
+    if n_t * n_e <= 400:
+        mid = (np.nanmax(values) + np.nanmin(values)) / 2 if np.isfinite(values).any() else 0.0
+        bright_is_high = cmap == "viridis"
+        for i in range(n_t):
+            for j in range(n_e):
+                dark = (values[i, j] < mid) if bright_is_high else (values[i, j] > mid)
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=6,
+                        color="white" if dark else "black")  # fmt: skip
+    ax.set_xticks(range(n_e))
+    # ε in units of 10⁻⁴ reads as short integers-ish labels (0, 2, 4, ... for the paper's grid).
+    ax.set_xticklabels([f"{1e4 * e:g}" for e in grid.epsilons], rotation=0, fontsize=7)
+    ax.set_yticks(range(n_t))
+    ax.set_yticklabels([f"{t:g}" for t in grid.temperatures])
+    ax.set_xlabel("ε (× 10⁻⁴, pixel units of [0, 1] images)")
     ax.set_ylabel("temperature T")
-    best = result.best
-    i, j = result.temperatures.index(best.temperature), result.epsilons.index(best.epsilon)
-    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-    ax.set_title(
-        f"validation {metric} (%) — chosen T={best.temperature:g}, ε={best.epsilon:g}: "
-        f"{100 * best.metrics[metric]:.2f}"
-    )
+    t, e = chosen if chosen is not None else (grid.best.temperature, grid.best.epsilon)
+    i, j = grid.index(t, e)
+    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    title = f"validation {metric} (%): chosen T={t:g}, ε={e:g} → {values[i, j]:.2f}"
+    if grid.msp is not None:
+        mi, mj = grid.index(1.0, 0.0)
+        ax.add_patch(
+            Rectangle((mj - 0.5, mi - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=2,
+                      linestyle="--")
+        )  # fmt: skip
+        title += f"; MSP (dashed) {values[mi, mj]:.2f}"
+    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label=f"{metric} (%)")
     return fig
 

@@ -48,7 +48,7 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    from odin_monitor import __version__
+    from odin_monitor._version import __version__
 
     return {
         "odin_monitor": __version__,

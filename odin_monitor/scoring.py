@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odin_monitor.errors import InputValidationError
+from odin_monitor.hyper import check_epsilon, check_temperature
 from odin_monitor.normalization import Normalization, normalize
 
 __all__ = [
@@ -308,15 +309,6 @@ def _chunks(n: int, batch_size: int | None) -> Iterator[slice]:
         yield slice(start, min(start + step, n))
 
 
-def _check_hyper(temperature: float, epsilon: float) -> None:
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise InputValidationError(f"Expected `temperature` > 0, but got {temperature}.")
-    if not (math.isfinite(epsilon) and epsilon >= 0):
-        raise InputValidationError(
-            f"Expected `epsilon` >= 0 in pixel units of [0, 1] images, but got {epsilon}."
-        )
-
-
 def odin_scores(
     model: nn.Module,
     x: torch.Tensor,
@@ -360,7 +352,7 @@ def odin_scores(
         >>> out.odin_score.shape, bool((out.odin_score >= 0.25).all())
         (torch.Size([5]), True)
     """
-    _check_hyper(temperature, epsilon)
+    temperature, epsilon = check_temperature(temperature), check_epsilon(epsilon)
     dev = torch.device(device) if device is not None else model_device(model)
     parts: list[torch.Tensor] = []
     classes: list[torch.Tensor] = []
@@ -432,8 +424,9 @@ def grid_scores(
     if not temperatures or not epsilons:
         raise InputValidationError("Expected at least one temperature and one epsilon.")
     for t in temperatures:
-        for e in epsilons:
-            _check_hyper(float(t), float(e))
+        check_temperature(t)
+    for e in epsilons:
+        check_epsilon(e)
     dev = torch.device(device) if device is not None else model_device(model)
     need_grad = any(e > 0 for e in epsilons)
     shape = (len(temperatures), len(epsilons), x.shape[0])

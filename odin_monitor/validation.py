@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from odin_monitor.errors import InputValidationError
+from odin_monitor.hyper import check_tpr_target
 
 __all__ = ["as_image_tensor", "check_tpr_target"]
 
@@ -102,24 +103,3 @@ def as_image_tensor(
             f"spans [{lo:.4g}, {hi:.4g}]. Pass unnormalised images; the detector normalises."
         )
     return tensor
-
-
-def check_tpr_target(tpr_target: float) -> float:
-    """Validate a true-positive-rate target in (0, 1) and return it as a float.
-
-    Example:
-        >>> check_tpr_target(0.95)
-        0.95
-    """
-    try:
-        value = float(tpr_target)
-    except (TypeError, ValueError) as err:
-        raise InputValidationError(
-            f"Expected `tpr_target` to be a number in (0, 1), but got {tpr_target!r}."
-        ) from err
-    if not 0.0 < value < 1.0:
-        raise InputValidationError(
-            f"Expected `tpr_target` in (0, 1) (0.95 keeps 95% of in-distribution images), "
-            f"but got {value}."
-        )
-    return value

@@ -37,7 +37,7 @@ def test_choice_equals_naive_210_pair_loop():
     x_ood = torch.rand(40, 3, 6, 6, generator=g)
     net = make_smooth_net(seed=2)
     res = calibrate(net, x_id, x_ood, normalization=NORM, batch_size=16)
-    assert len(res.grid) == 210
+    assert len(res.grid.points) == 210
 
     naive = []
     for t in PAPER_TEMPERATURES:
@@ -52,7 +52,8 @@ def test_choice_equals_naive_210_pair_loop():
     best = min(naive)
     assert (res.record.temperature, res.record.epsilon) == (best[2], best[3])
     got = [
-        (p.metrics["fpr_at_tpr"], -p.metrics["auroc"], p.temperature, p.epsilon) for p in res.grid
+        (p.metrics["fpr_at_tpr"], -p.metrics["auroc"], p.temperature, p.epsilon)
+        for p in res.grid.points
     ]
     np.testing.assert_allclose(np.array(got), np.array(naive), rtol=0, atol=1e-12)
     # δ is the detector's own threshold on the ID validation set at the chosen pair.

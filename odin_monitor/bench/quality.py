@@ -36,7 +36,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,15 +54,10 @@ from odin_monitor.bench.common import (
     pct,
     resolve_data_dir,
 )
-from odin_monitor.calibration import (
-    GRID_METRICS,
-    PAPER_EPSILONS,
-    PAPER_TEMPERATURES,
-    GridPoint,
-    select_best,
-)
+from odin_monitor.columns import spread_transform
 from odin_monitor.data import load_images, to_float_nchw
 from odin_monitor.errors import InputValidationError
+from odin_monitor.grid import PAPER_EPSILONS, PAPER_TEMPERATURES, CalibrationGrid
 from odin_monitor.metrics import ood_metrics
 from odin_monitor.models import CIFAR_RESNET_NORMALIZATION
 from odin_monitor.scoring import grid_scores, model_logits
@@ -265,24 +260,6 @@ def _load(cfg: QualityConfig, log: Log) -> _Data:
     )
 
 
-def _grid_points(
-    s_id: np.ndarray, s_ood: np.ndarray, temps: Sequence[float], eps: Sequence[float], tpr: float
-) -> tuple[GridPoint, ...]:
-    return tuple(
-        GridPoint(
-            temperature=float(t),
-            epsilon=float(e),
-            metrics={
-                k: v
-                for k, v in ood_metrics(s_id[i, j], s_ood[i, j], tpr).items()
-                if k in GRID_METRICS
-            },
-        )
-        for i, t in enumerate(temps)
-        for j, e in enumerate(eps)
-    )
-
-
 def _score_pairs(
     model: nn.Module,
     x: torch.Tensor,
@@ -309,21 +286,6 @@ def _score_pairs(
         for j, e in enumerate(eps):
             out[(t, e)] = s[0, j]
     return out
-
-
-class _GridView:
-    """Duck-types the parts of ``CalibrationResult`` that ``plot_grid_heatmap`` reads."""
-
-    def __init__(
-        self, grid: tuple[GridPoint, ...], temps: tuple[float, ...], eps: tuple[float, ...]
-    ) -> None:
-        self.grid, self.temperatures, self.epsilons = grid, temps, eps
-        self.best = select_best(grid)
-
-    def metric_matrix(self, name: str = "fpr_at_tpr") -> np.ndarray:
-        return np.asarray([p.metrics[name] for p in self.grid]).reshape(
-            len(self.temperatures), len(self.epsilons)
-        )
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, labels: np.ndarray, cfg: QualityConfig) -> float:
@@ -357,10 +319,9 @@ def _run_depth(depth: int, data: _Data, cfg: QualityConfig, log: Log) -> DepthQu
 
     choices: dict[str, Choice] = {}
     grid_fpr: dict[str, np.ndarray] = {}
-    views: dict[str, _GridView] = {}
+    views: dict[str, CalibrationGrid] = {}
     for name, s_ood in s_ood_val.items():
-        points = _grid_points(s_id_val, s_ood, temps, eps, cfg.tpr_target)
-        view = _GridView(points, temps, eps)
+        view = CalibrationGrid.from_scores(s_id_val, s_ood, temps, eps, cfg.tpr_target)
         views[name] = view
         grid_fpr[name] = view.metric_matrix("fpr_at_tpr")
         b = view.best
@@ -407,11 +368,10 @@ def _plots(
     depth: int,
     cfg: QualityConfig,
     choices: Mapping[str, Choice],
-    views: Mapping[str, _GridView],
+    views: Mapping[str, CalibrationGrid],
     s_id_test: Mapping[tuple[float, float], np.ndarray],
     test_scores: Mapping[str, Mapping[tuple[float, float], np.ndarray]],
 ) -> tuple[Path, ...]:
-    from odin_monitor.calibration import CalibrationResult
     from odin_monitor.plots import plot_grid_heatmap, plot_roc, plot_score_histograms, save_figure
 
     if cfg.plots_dir is None:
@@ -432,15 +392,15 @@ def _plots(
     )
     out.append(save_figure(roc, cfg.plots_dir / f"roc_resnet{depth}.png"))
     k = 10  # CIFAR-10 classes: the spread form T·log(K·S) is readable where S crowds near 1/K.
-    spread = {n: c.temperature * (np.log(s[pair]) + np.log(k)) for n, s in test_scores.items()}
+    spread = {n: spread_transform(s[pair], c.temperature, k) for n, s in test_scores.items()}
     hist = plot_score_histograms(
-        c.temperature * (np.log(s_id_test[pair]) + np.log(k)),
+        spread_transform(s_id_test[pair], c.temperature, k),
         spread,
         xlabel=f"ODIN spread score T·log(K·S), T={c.temperature:g}, ε={c.epsilon:g}",
         title=f"ResNet-{depth}: ODIN scores, ID test half vs OOD test splits",
     )
     out.append(save_figure(hist, cfg.plots_dir / f"hist_resnet{depth}.png"))
-    heat = plot_grid_heatmap(cast(CalibrationResult, views[src]), "fpr_at_tpr")
+    heat = plot_grid_heatmap(views[src], "fpr_at_tpr")
     heat.axes[0].set_title(
         f"ResNet-{depth}: validation FPR@95%TPR (%), ID val vs {src} val — "
         f"chosen T={c.temperature:g}, ε={c.epsilon:g}",

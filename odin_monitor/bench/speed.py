@@ -26,7 +26,7 @@ CUDA ``torch.cuda.max_memory_allocated`` over the allocation before the call.
 
 Calibration: :func:`odin_monitor.scoring.grid_scores` (shared work) vs a naive loop
 calling :func:`odin_monitor.odin_scores` once per ``(T, ε)`` pair, on the same small
-ID and OOD sets; both grids go through :func:`odin_monitor.calibration.select_best`,
+ID and OOD sets; both grids go through :class:`odin_monitor.grid.CalibrationGrid`,
 and the chosen pairs must agree.
 
 Run ``python -m odin_monitor.bench.speed --help``.
@@ -64,15 +64,8 @@ from odin_monitor.bench.common import (
 )
 from odin_monitor.bench.peers import pytorch_ood_odin, pytorch_ood_version
 from odin_monitor.bench.per_image import per_image_odin
-from odin_monitor.calibration import (
-    GRID_METRICS,
-    PAPER_EPSILONS,
-    PAPER_TEMPERATURES,
-    GridPoint,
-    select_best,
-)
 from odin_monitor.errors import DataLoadError, InputValidationError
-from odin_monitor.metrics import ood_metrics
+from odin_monitor.grid import PAPER_EPSILONS, PAPER_TEMPERATURES, CalibrationGrid
 from odin_monitor.models import CIFAR_RESNET_NORMALIZATION
 from odin_monitor.normalization import Normalization
 from odin_monitor.scoring import (
@@ -428,26 +421,11 @@ def time_calibration(
     """Time the shared-work grid against the naive loop over all pairs; compare choices.
 
     Both runs score the same ID and OOD images, ``chunk`` images at a time, the two
-    methods alternating; each gives a ``GridPoint`` per pair (the library's metrics),
-    and :func:`select_best` picks the pair.
+    methods alternating; each score cube becomes a
+    :class:`~odin_monitor.grid.CalibrationGrid`, whose ``best`` is the pair chosen.
     """
     dev = torch.device(device)
     temps, eps = [float(t) for t in temperatures], [float(e) for e in epsilons]
-
-    def points(s_id: np.ndarray, s_ood: np.ndarray) -> list[GridPoint]:
-        return [
-            GridPoint(
-                t,
-                e,
-                {
-                    k: v
-                    for k, v in ood_metrics(s_id[i, j], s_ood[i, j]).items()
-                    if k in GRID_METRICS
-                },
-            )
-            for i, t in enumerate(temps)
-            for j, e in enumerate(eps)
-        ]
 
     def run_grid(x: torch.Tensor) -> np.ndarray:
         return grid_scores(
@@ -500,8 +478,8 @@ def time_calibration(
         np.concatenate(naive[:n_id_chunks], axis=2),
         np.concatenate(naive[n_id_chunks:], axis=2),
     ]
-    best_ours = select_best(points(*ours))
-    best_naive = select_best(points(*naive))
+    best_ours = CalibrationGrid.from_scores(ours[0], ours[1], temps, eps).best
+    best_naive = CalibrationGrid.from_scores(naive[0], naive[1], temps, eps).best
     diff = max(float(np.abs(a - b).max()) for a, b in zip(ours, naive, strict=True))
     return CalibrationTiming(
         depth=depth,

@@ -187,22 +187,12 @@ def write_calibration(result: CalibrationResult, out: Path, model_ref: str | Non
     rec = result.record
     (out / "record.json").write_text(rec.to_json())
     result.grid_frame().to_csv(out / "grid.csv", index=False)
-    i = result.temperatures.index(rec.temperature)
-    j = result.epsilons.index(rec.epsilon)
-    curves = {
-        f"ODIN T={rec.temperature:g} ε={rec.epsilon:g}": (
-            result.id_scores[i, j],
-            result.ood_scores[i, j],
-        )
-    }
-    if 1.0 in result.temperatures and 0.0 in result.epsilons:
-        i1, j0 = result.temperatures.index(1.0), result.epsilons.index(0.0)
-        curves["MSP (T=1, ε=0)"] = (result.id_scores[i1, j0], result.ood_scores[i1, j0])
-    save_figure(plot_grid_heatmap(result), out / "grid.png")
+    chosen = (rec.temperature, rec.epsilon)
+    curves = result.grid.curves(chosen)
+    save_figure(plot_grid_heatmap(result.grid, chosen=chosen), out / "grid.png")
     save_figure(plot_roc(curves, title="ROC on the validation sets"), out / "roc.png")
     hist = plot_score_histograms(
-        result.id_scores[i, j],
-        result.ood_scores[i, j],
+        *result.grid.scores_at(*chosen),
         threshold=rec.threshold,
         xlabel="ODIN score S(x̃;T)",
         title="validation scores",

@@ -20,16 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from odin_monitor.columns import SCORE_DTYPES, spread_transform
 from odin_monitor.monitoring.errors import ConfigError, InvalidBatchError
 
-#: Column name -> dtype of a scored batch (the core's output contract).
-SCORE_COLUMNS: dict[str, str] = {
-    "odin_score": "float64",
-    "spread_score": "float64",
-    "msp": "float64",
-    "predicted_class": "int64",
-    "is_ood": "bool",
-}
+#: Column name -> dtype of a scored batch (the core's output contract, one definition).
+SCORE_COLUMNS: dict[str, str] = SCORE_DTYPES
 
 #: ``predicted_class`` used for ingested rows that carry no class.
 UNKNOWN_CLASS = -1
@@ -93,18 +88,6 @@ class ModelRef:
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serialisable dict."""
         return asdict(self)
-
-
-def spread_transform(odin_score: np.ndarray, temperature: float, num_classes: int) -> np.ndarray:
-    """``T·log(K·S)``: the monotone spread of ODIN scores used for drift and plots.
-
-    Only used for ingested logs that lack ``spread_score``; must match the core.
-
-    Example:
-        >>> float(spread_transform(np.array([0.5]), 1.0, 2)[0])
-        0.0
-    """
-    return float(temperature) * np.log(float(num_classes) * np.asarray(odin_score, dtype=float))
 
 
 def validate_scores(scores: Any) -> pd.DataFrame:
