@@ -1,38 +1,15 @@
-"""Registry: version tags, aliases on request, recalibration, and the logging run."""
+"""Registry: version tags, aliases on request, recalibration."""
 
 from __future__ import annotations
 
 import mlflow
 import numpy as np
-import pytest
 from mlflow import MlflowClient
 from odin_mlflow_testing import images, make_net
 
 import mlflow_plugin
 from mlflow_plugin.tags import calibration_tags
 from odin_monitor import calibrate
-
-
-def test_log_model_run_holds_params_metrics_and_figures(tracking: str, result) -> None:
-    with mlflow.start_run() as run:
-        info = mlflow_plugin.log_model(result, "detector")
-    data = MlflowClient().get_run(run.info.run_id).data
-    assert data.params["odin.temperature"] == repr(result.record.temperature)
-    assert data.params["odin.epsilon"] == repr(result.record.epsilon)
-    assert data.params["odin.threshold"] == repr(result.record.threshold)
-    assert data.params["odin.tpr_target"] == "0.95"
-    assert data.params["odin.input_shape"] == "[3, 8, 8]"
-    assert data.metrics["odin.val.fpr_at_tpr"] == pytest.approx(result.record.metrics["fpr_at_tpr"])
-    assert data.metrics["odin.val.auroc"] == pytest.approx(result.record.metrics["auroc"])
-    files = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "odin/detector")}
-    assert {
-        "odin/detector/calibration_grid.csv",
-        "odin/detector/grid_heatmap.png",
-        "odin/detector/roc.png",
-        "odin/detector/score_histograms.png",
-        "odin/detector/calibration_record.json",
-    } <= files
-    assert mlflow_plugin.load_record(info.model_uri) == result.record
 
 
 def test_register_tags_versions_and_sets_no_alias(tracking: str, result) -> None:
