@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from odin_monitor.errors import ModelLoadError
 
-__all__ = ["load_state_dict_file", "model_from_reference", "resolve_factory"]
+if TYPE_CHECKING:
+    from odin_monitor.models.config import ModelConfig
+
+__all__ = ["load_state_dict_file", "model_from_reference", "reference_config", "resolve_factory"]
 
 
 def resolve_factory(reference: str) -> object:
@@ -90,3 +94,15 @@ def model_from_reference(reference: str, weights: str | Path | None = None) -> n
                 f"Weights {weights} do not fit {reference!r}: {str(err).splitlines()[0]}"
             ) from err
     return model.eval()
+
+
+def reference_config(reference: str) -> ModelConfig | None:
+    """The :class:`~odin_monitor.models.config.ModelConfig` a factory reference carries.
+
+    Example:
+        >>> reference_config("odin_monitor.models:resnet20").input_shape
+        (3, 32, 32)
+    """
+    from odin_monitor.models.config import factory_config
+
+    return factory_config(resolve_factory(reference))

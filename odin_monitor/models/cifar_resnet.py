@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from odin_monitor.errors import InputValidationError
+from odin_monitor.models.config import ModelConfig, with_config
 from odin_monitor.normalization import IMAGENET_NORMALIZATION
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "CIFAR_RESNET_CONFIG",
     "CIFAR_RESNET_NORMALIZATION",
     "CifarResNet",
     "cifar_resnet",
@@ -41,6 +43,8 @@ CIFAR10_CLASSES = (
 )
 # The checkpoints were trained on ImageNet-normalised CIFAR-10 (see the data's README).
 CIFAR_RESNET_NORMALIZATION = IMAGENET_NORMALIZATION
+#: What the CIFAR ResNet factories carry (see :mod:`odin_monitor.models.config`).
+CIFAR_RESNET_CONFIG = ModelConfig(CIFAR_RESNET_NORMALIZATION, (3, 32, 32), CIFAR10_CLASSES)
 
 
 class _ShortcutA(nn.Module):
@@ -114,21 +118,25 @@ def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:
     return CifarResNet(depth, num_classes)
 
 
+@with_config(CIFAR_RESNET_CONFIG)
 def resnet20() -> CifarResNet:
     """ResNet-20 for CIFAR-10 (factory for ``odin_monitor.models:resnet20``)."""
     return CifarResNet(20)
 
 
+@with_config(CIFAR_RESNET_CONFIG)
 def resnet32() -> CifarResNet:
     """ResNet-32 for CIFAR-10."""
     return CifarResNet(32)
 
 
+@with_config(CIFAR_RESNET_CONFIG)
 def resnet44() -> CifarResNet:
     """ResNet-44 for CIFAR-10."""
     return CifarResNet(44)
 
 
+@with_config(CIFAR_RESNET_CONFIG)
 def resnet56() -> CifarResNet:
     """ResNet-56 for CIFAR-10."""
     return CifarResNet(56)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odin_monitor.models.config import ModelConfig, with_config
+
 __all__ = ["SmallCNN", "small_cnn_digits"]
 
 
@@ -40,6 +42,10 @@ class SmallCNN(nn.Module):
         return self.fc(F.relu(self.fc1(h)))
 
 
+@with_config(ModelConfig(None, (1, 8, 8), tuple(str(d) for d in range(10))))
 def small_cnn_digits() -> SmallCNN:
-    """Factory for the demo's digits classifier (``odin_monitor.models:small_cnn_digits``)."""
+    """Factory for the demo's digits classifier (``odin_monitor.models:small_cnn_digits``).
+
+    It takes raw pixels in [0, 1] (no normalisation): 8x8 grey digits, classes 0-9.
+    """
     return SmallCNN(1, 10)
