@@ -159,16 +159,30 @@ def pct(value: float, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}"
 
 
-def command_line() -> str:
-    """The command that started this process, as it could be typed again."""
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that started this process, as it could be typed again.
+
+    A benchmark module run as a script shows as ``python -m`` of its module, a console
+    script (``odin-monitor``) by its name.
+
+    Example:
+        >>> command_line(["/x/odin_monitor/bench/speed/__main__.py", "--quick"])
+        'python -m odin_monitor.bench.speed --quick'
+        >>> command_line(["/venv/bin/odin-monitor", "bench", "serve"])
+        'odin-monitor bench serve'
+    """
     import shlex
 
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(".py") and "odin_monitor" in argv[0]:
-        mod = Path(argv[0]).with_suffix("").parts
-        i = mod.index("odin_monitor")
-        argv = ["python", "-m", ".".join(mod[i:]), *argv[1:]]
-    return " ".join(shlex.quote(a) for a in argv)
+    args = list(sys.argv if argv is None else argv)
+    if args and args[0].endswith(".py") and "odin_monitor" in Path(args[0]).parts:
+        mod = list(Path(args[0]).with_suffix("").parts)
+        mod = mod[mod.index("odin_monitor") :]
+        if mod[-1] == "__main__":
+            mod.pop()
+        args = ["python", "-m", ".".join(mod), *args[1:]]
+    elif args and os.sep in args[0] and not args[0].endswith(".py"):
+        args[0] = Path(args[0]).name  # a console script such as odin-monitor
+    return " ".join(shlex.quote(a) for a in args)
 
 
 class Stopwatch:

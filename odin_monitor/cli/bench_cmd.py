@@ -1,11 +1,14 @@
 """``odin-monitor bench``: quality, speed and serving benchmarks.
 
 The options are the benchmark modules' own (``--help`` lists them): this group only
-routes to :mod:`odin_monitor.bench.quality`, :mod:`odin_monitor.bench.speed` and
-:mod:`mlflow_plugin.bench_serve`, so the CLI and ``python -m`` runs never drift apart.
+routes to the command lines of :mod:`odin_monitor.bench.quality`,
+:mod:`odin_monitor.bench.speed` and :mod:`odin_monitor.bench.serve`, so the CLI and
+``python -m`` runs never drift apart.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
@@ -27,46 +30,45 @@ def bench_group() -> None:
     """
 
 
-@bench_group.command("quality", context_settings=PASSTHROUGH)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def bench_quality(ctx: click.Context, args: tuple[str, ...]) -> None:
+def _route(name: str, module: str, help_text: str) -> None:
+    """Add ``odin-monitor bench NAME``, handing every argument to ``module.main``."""
+
+    @bench_group.command(name, context_settings=PASSTHROUGH, help=help_text)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def command(ctx: click.Context, args: tuple[str, ...]) -> None:
+        # Imported on use: `odin-monitor --help` stays fast and needs no benchmark extra.
+        entry = importlib.import_module(module)
+        ctx.exit(entry.main(list(args), prog=f"odin-monitor bench {name}"))
+
+
+_route(
+    "quality",
+    "odin_monitor.bench.quality",
     """MSP vs ODIN on ../shared/data: the paper's Tables 2 and 3, per ResNet depth.
 
     \b
     Example:
       odin-monitor bench quality --depths 20 --n-ood-val 200 --markdown quality.md
-    """
-    from odin_monitor.bench import quality
-
-    ctx.exit(quality.main(list(args), prog="odin-monitor bench quality"))
-
-
-@bench_group.command("speed", context_settings=PASSTHROUGH)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def bench_speed(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """,
+)
+_route(
+    "speed",
+    "odin_monitor.bench.speed",
     """ODIN vs a plain forward, the paper's per-image loop, pytorch-ood; calibration.
 
     \b
     Example:
       odin-monitor bench speed --depths 20 --batch-sizes 256 --repeats 9
-    """
-    from odin_monitor.bench import speed
-
-    ctx.exit(speed.main(list(args), prog="odin-monitor bench speed"))
-
-
-@bench_group.command("serve", context_settings=PASSTHROUGH)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def bench_serve(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """,
+)
+_route(
+    "serve",
+    "odin_monitor.bench.serve.cli",
     """Latency and throughput of `mlflow models serve` under a bounded concurrent load.
 
     \b
     Example:
       odin-monitor bench serve --batch-sizes 1 32 256 --concurrency 4
-    """
-    from mlflow_plugin import bench_serve
-
-    ctx.exit(bench_serve.main(list(args), prog="odin-monitor bench serve"))
+    """,
+)
