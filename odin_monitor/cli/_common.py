@@ -10,7 +10,7 @@ Exit codes (every command):
 * 4: a batch was quarantined (unreadable, wrong shape, NaN, out of range);
 * 5: batches were scored and logged, but a report or notifier failed (degraded).
 
-Codes 3-5 are :mod:`odin_monitor.monitoring.notifiers`' cron codes; with several
+Codes 3-5 are :mod:`odin_monitor.monitoring.result`'s cron codes; with several
 batches an alert wins over a quarantine, which wins over a failed report.
 """
 
@@ -26,7 +26,6 @@ from typing import Any
 import click
 
 __all__ = [
-    "EXIT_ALERT",
     "EXIT_ERROR",
     "CliState",
     "OdinGroup",
@@ -38,7 +37,6 @@ __all__ = [
 ]
 
 EXIT_ERROR = 1
-EXIT_ALERT = 3
 
 
 @dataclass

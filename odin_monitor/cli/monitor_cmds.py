@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,15 +262,6 @@ def finish_deliveries(config: MonitorConfig) -> None:
 EXIT_DELIVERY_SECONDS = 10.0
 
 
-def combined_exit_code(results: Sequence[BatchResult]) -> int:
-    """Alert (3) over quarantine (4) over degraded (5) over ok (0), as for one batch."""
-    codes = {r.exit_code for r in results}
-    for code in (3, 4, 5):
-        if code in codes:
-            return code
-    return 0
-
-
 MODEL_URI = click.option(
     "--model-uri",
     required=True,
@@ -450,6 +441,8 @@ def monitor_command(
       */5 * * * * odin-monitor monitor --inbox /data/inbox \\
         --model-uri models:/odin-resnet20@champion --once
     """
+    from odin_monitor.monitoring import combined_exit_code
+
     use_tracking_uri(tracking_uri)
     loaded = load_detector(model_uri, device=device)
     config = monitor_config(

@@ -13,24 +13,31 @@ from odin_monitor.monitoring.alerts import (
     evaluate_rules,
 )
 from odin_monitor.monitoring.errors import (
+    BatchIdConflictError,
+    BatchVanishedError,
     ConfigError,
     DeliveryError,
     InvalidBatchError,
     MonitoringError,
+    ReportWriteError,
     ScoreLogError,
 )
 from odin_monitor.monitoring.notifiers import (
-    EXIT_ALERT,
-    EXIT_DEGRADED,
-    EXIT_OK,
-    EXIT_QUARANTINED,
     JsonlNotifier,
     LogNotifier,
     MlflowNotifier,
     WebhookNotifier,
+)
+from odin_monitor.monitoring.pipeline import MonitorConfig, process_batch
+from odin_monitor.monitoring.result import (
+    EXIT_ALERT,
+    EXIT_DEGRADED,
+    EXIT_OK,
+    EXIT_QUARANTINED,
+    BatchResult,
+    combined_exit_code,
     exit_code,
 )
-from odin_monitor.monitoring.pipeline import BatchResult, MonitorConfig, process_batch
 from odin_monitor.monitoring.schema import SCORE_COLUMNS, ModelRef, validate_scores
 from odin_monitor.monitoring.scorelog import BatchRecord, ScoreLog
 
@@ -41,8 +48,10 @@ __all__ = [
     "EXIT_QUARANTINED",
     "SCORE_COLUMNS",
     "Alert",
+    "BatchIdConflictError",
     "BatchRecord",
     "BatchResult",
+    "BatchVanishedError",
     "BinomialSpikeRule",
     "ConfigError",
     "CusumRule",
@@ -54,9 +63,11 @@ __all__ = [
     "ModelRef",
     "MonitorConfig",
     "MonitoringError",
+    "ReportWriteError",
     "ScoreLog",
     "ScoreLogError",
     "WebhookNotifier",
+    "combined_exit_code",
     "evaluate_rules",
     "exit_code",
     "process_batch",

@@ -4,7 +4,8 @@ Bad input and misuse raise a :class:`MonitoringError`, itself both the core's
 :class:`odin_monitor.errors.OdinError` and a :class:`ValueError`, so callers can
 catch bad input with a plain ``except ValueError``. A file that cannot be written
 raises :class:`ReportWriteError`, an ``OdinError`` and an :class:`OSError`: the
-input was fine, the disk was not.
+input was fine, the disk was not. A batch that left the inbox before it was read
+raises :class:`BatchVanishedError`, a :class:`FileNotFoundError`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,27 @@ class ScoreLogError(MonitoringError):
     """The score log was used inconsistently (e.g. unknown reference, wrong schema)."""
 
 
+class BatchIdConflictError(ScoreLogError):
+    """A batch id already in the log was sent again with different content.
+
+    Batch ids are idempotency keys: re-sending the same batch is a no-op, but a
+    different batch under a known id would otherwise be silently dropped.
+    """
+
+
 class ConfigError(MonitoringError):
     """A monitoring parameter (alpha, CUSUM k/h, rates...) is out of range."""
 
 
 class DeliveryError(MonitoringError):
     """A notifier could not deliver an alert (kept in the outbox and retried)."""
+
+
+class BatchVanishedError(OdinError, FileNotFoundError):
+    """A batch left the inbox between listing and reading (moved by someone else).
+
+    Not a bad batch: there is nothing left to quarantine, so the monitor skips it.
+    """
 
 
 class ReportWriteError(OdinError, OSError):

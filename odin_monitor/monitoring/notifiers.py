@@ -1,4 +1,4 @@
-"""Alert notifiers (log, JSON webhook, MLflow) and the cron exit codes.
+"""Alert notifiers (log, JSON webhook, MLflow) and their delivery from the outbox.
 
 Delivery goes through the score log's ``outbox`` table: alerts are persisted
 with one pending row per notifier in the batch's own commit, *before* any delivery
@@ -14,14 +14,6 @@ longer on a notifier; :func:`flush_deliveries` waits (bounded) at process exit.
 A receiver that times out after accepting a POST gets it again on the retry (the
 sender cannot tell); each POST carries ``Idempotency-Key: <alert_id>`` so the
 receiver can drop repeats.
-
-Exit codes for cron (:func:`exit_code`):
-
-* ``0`` (:data:`EXIT_OK`): batch committed, reported, no alert.
-* ``3`` (:data:`EXIT_ALERT`): at least one alert fired on this batch.
-* ``4`` (:data:`EXIT_QUARANTINED`): the batch could not be read and was quarantined.
-* ``5`` (:data:`EXIT_DEGRADED`): batch committed but the report or a notifier
-  failed (deliveries stay in the outbox).
 
 Example:
     >>> LogNotifier().name
@@ -41,19 +33,11 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from odin_monitor.monitoring.alerts import Alert
 from odin_monitor.monitoring.errors import ConfigError, DeliveryError
 from odin_monitor.monitoring.scorelog import BatchRecord, ScoreLog
-
-if TYPE_CHECKING:
-    from odin_monitor.monitoring.pipeline import BatchResult
-
-EXIT_OK = 0
-EXIT_ALERT = 3
-EXIT_QUARANTINED = 4
-EXIT_DEGRADED = 5
 
 logger = logging.getLogger(__name__)
 
@@ -510,19 +494,3 @@ EXIT_FLUSH_SECONDS = 10.0
 """How long interpreter exit waits for deliveries still in flight."""
 
 atexit.register(lambda: flush_deliveries(EXIT_FLUSH_SECONDS))
-
-
-def exit_code(result: BatchResult) -> int:
-    """Cron exit code of a batch result (alert > quarantine > degraded > ok)."""
-    if result.alerts:
-        return EXIT_ALERT
-    if result.quarantined:
-        return EXIT_QUARANTINED
-    if result.errors:
-        return EXIT_DEGRADED
-    return EXIT_OK
-
-
-def dumps_alerts(alerts: Sequence[Alert]) -> str:
-    """JSON array of alerts (for CLIs)."""
-    return json.dumps([a.to_dict() for a in alerts], sort_keys=True)

@@ -45,8 +45,8 @@ from odin_monitor.monitoring.notifiers import (
     LogNotifier,
     Notifier,
     deliver_in_background,
-    exit_code,
 )
+from odin_monitor.monitoring.result import BatchResult
 from odin_monitor.monitoring.schema import ModelRef, validate_images, validate_scores
 from odin_monitor.monitoring.scorelog import (
     BatchRecord,
@@ -100,52 +100,6 @@ class MonitorConfig:
             raise ConfigError(
                 f"Expected delivery_budget as seconds >= 0, e.g. 2.0, but got {budget!r}."
             )
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """Outcome of :func:`process_batch`.
-
-    Attributes:
-        batch_id: The batch id (given or content-derived).
-        record: Committed record (None if quarantined).
-        duplicate: True when the id was already committed (nothing recomputed).
-        quarantine_reason: Why the batch was quarantined (None otherwise).
-        alerts: Alerts fired by this batch.
-        html_path: Report HTML, if written.
-        json_path: Report snapshot JSON, if written.
-        project_id: Evidently project, if the snapshot was added.
-        snapshot_id: Evidently snapshot id, if added.
-        errors: Non-fatal failures after the commit (report, notifiers).
-        delivered: Outbox rows delivered while this call waited.
-        undelivered: Outbox rows of the configured notifiers still pending when it
-            returned (failed, waiting for their retry time, or still in flight).
-        report_rebuilt: True when a known batch's missing report was rebuilt.
-    """
-
-    batch_id: str
-    record: BatchRecord | None = None
-    duplicate: bool = False
-    quarantine_reason: str | None = None
-    alerts: tuple[Alert, ...] = ()
-    html_path: str | None = None
-    json_path: str | None = None
-    project_id: str | None = None
-    snapshot_id: str | None = None
-    errors: tuple[str, ...] = ()
-    delivered: int = 0
-    undelivered: int = 0
-    report_rebuilt: bool = False
-
-    @property
-    def quarantined(self) -> bool:
-        """Whether the batch was quarantined."""
-        return self.quarantine_reason is not None
-
-    @property
-    def exit_code(self) -> int:
-        """Cron exit code, see :mod:`odin_monitor.monitoring.notifiers`."""
-        return exit_code(self)
 
 
 @dataclass(frozen=True)
@@ -256,7 +210,7 @@ def _evaluate(config: MonitorConfig, history: Sequence[BatchRecord]) -> tuple[Al
         return ()
     html = None
     if config.report_dir is not None:
-        from odin_monitor.monitoring.reports import report_paths
+        from odin_monitor.monitoring.reports import report_paths  # Evidently: lazily
 
         html = str(report_paths(config.report_dir, history[-1].model, history[-1].batch_id)[0])
     return tuple(replace(a, report_path=html) for a in evaluate_rules(config.rules, history))
@@ -321,14 +275,18 @@ def _write_report(
     snapshot: bool = True,
 ) -> dict[str, str | None]:
     """Build the batch's report; save the files and/or add it to the workspace; record it."""
-    from odin_monitor.monitoring import reports
+    from odin_monitor.monitoring.reports import (  # Evidently: lazily
+        add_to_workspace,
+        build_report,
+        save_report,
+    )
 
     log = config.log
     row = log.get_report(record.batch_id) or {}
     out: dict[str, str | None] = {
         k: row.get(k) for k in ("html_path", "json_path", "project_id", "snapshot_id")
     }
-    report = reports.build_report(
+    report = build_report(
         frame,
         log.read_reference(model),
         model,
@@ -337,10 +295,10 @@ def _write_report(
         timestamp=datetime.fromisoformat(record.created_at),
     )
     if files and config.report_dir is not None:
-        h, j = reports.save_report(report, config.report_dir, model, record.batch_id)
+        h, j = save_report(report, config.report_dir, model, record.batch_id)
         out["html_path"], out["json_path"] = str(h), str(j)
     if snapshot and config.workspace_dir is not None:
-        out["project_id"], out["snapshot_id"] = reports.add_to_workspace(
+        out["project_id"], out["snapshot_id"] = add_to_workspace(
             report, config.workspace_dir, model
         )
     log.record_report(

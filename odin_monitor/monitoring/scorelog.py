@@ -36,19 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from odin_monitor.monitoring.errors import ScoreLogError
+from odin_monitor.monitoring.errors import BatchIdConflictError, ScoreLogError
 from odin_monitor.monitoring.schema import SCORE_COLUMNS, ModelRef, validate_scores
 
 AlertRows = Iterable[tuple[str, str, dict[str, Any]]]
 """Alerts as stored: ``(alert_id, rule, payload)``."""
-
-
-class BatchIdConflictError(ScoreLogError):
-    """A batch id already in the log was sent again with different content.
-
-    Batch ids are idempotency keys: re-sending the same batch is a no-op, but a
-    different batch under a known id would otherwise be silently dropped.
-    """
 
 
 _SCHEMA = """

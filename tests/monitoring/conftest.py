@@ -5,8 +5,7 @@ import pytest
 
 from odin_monitor.monitoring import MonitorConfig, ScoreLog
 from odin_monitor.monitoring.schema import ModelRef
-
-from .helpers import make_model, make_scores
+from tests.monitoring.helpers import make_model, make_scores
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from odin_monitor.monitoring.alerts import Alert
 from odin_monitor.monitoring.schema import ModelRef
 
 T, K = 1000.0, 10
@@ -65,3 +66,22 @@ def fake_scorer_for(model: ModelRef):
 
     counting.calls = 0  # type: ignore[attr-defined]
     return counting
+
+
+def make_alert(i: int = 0) -> Alert:
+    return Alert(
+        alert_id=f"a{i}",
+        rule="binomial_spike",
+        model_name="m",
+        model_version="1",
+        calibration_sha256="ab" * 32,
+        batch_ids=(f"b{i}",),
+        observed_rate=0.2,
+        expected_rate=0.05,
+        n_images=100,
+        n_ood=20,
+        statistic=20.0,
+        p_value=1e-6,
+        threshold=0.01,
+        report_path="/r.html",
+    )

@@ -13,8 +13,7 @@ import pytest
 from odin_monitor.monitoring import EXIT_QUARANTINED, InvalidBatchError, process_batch
 from odin_monitor.monitoring.ingest import complete_scores, read_image_file, read_score_file
 from odin_monitor.monitoring.schema import SCORE_ATOL, UNKNOWN_CLASS
-
-from .helpers import K, T, fake_scorer_for, make_scores
+from tests.monitoring.helpers import K, T, fake_scorer_for, make_scores
 
 # --- Image batch files
 

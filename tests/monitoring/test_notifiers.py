@@ -12,17 +12,12 @@ import pytest
 from odin_monitor.monitoring.alerts import Alert
 from odin_monitor.monitoring.errors import DeliveryError
 from odin_monitor.monitoring.notifiers import (
-    EXIT_ALERT,
-    EXIT_DEGRADED,
-    EXIT_OK,
-    EXIT_QUARANTINED,
     LogNotifier,
     MlflowNotifier,
     WebhookNotifier,
     deliver_pending,
-    exit_code,
 )
-from odin_monitor.monitoring.pipeline import BatchResult
+from tests.monitoring.helpers import make_alert
 
 
 def free_port() -> int:
@@ -86,25 +81,6 @@ def hook():
     h.close()
 
 
-def make_alert(i: int = 0) -> Alert:
-    return Alert(
-        alert_id=f"a{i}",
-        rule="binomial_spike",
-        model_name="m",
-        model_version="1",
-        calibration_sha256="ab" * 32,
-        batch_ids=(f"b{i}",),
-        observed_rate=0.2,
-        expected_rate=0.05,
-        n_images=100,
-        n_ood=20,
-        statistic=20.0,
-        p_value=1e-6,
-        threshold=0.01,
-        report_path="/r.html",
-    )
-
-
 def test_alert_is_json_serialisable_and_roundtrips():
     a = make_alert()
     assert Alert.from_dict(json.loads(a.to_json())) == a
@@ -160,17 +136,10 @@ def test_webhook_rejects_bad_url():
         WebhookNotifier("ftp://x")
 
 
-def test_exit_codes():
-    assert exit_code(BatchResult("b")) == EXIT_OK == 0
-    assert exit_code(BatchResult("b", alerts=(make_alert(),))) == EXIT_ALERT == 3
-    assert exit_code(BatchResult("b", quarantine_reason="bad")) == EXIT_QUARANTINED
-    assert exit_code(BatchResult("b", errors=("report failed",))) == EXIT_DEGRADED
-
-
 def test_mlflow_notifier_logs_ood_rate_per_step(tmp_path, log, model):
     from mlflow.tracking import MlflowClient
 
-    from .helpers import make_scores
+    from tests.monitoring.helpers import make_scores
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     notifier = MlflowNotifier(uri, experiment_name="mon")

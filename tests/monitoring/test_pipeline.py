@@ -12,10 +12,9 @@ import pytest
 from evidently.core.report import Snapshot
 
 from odin_monitor.monitoring import BinomialSpikeRule, MonitorConfig, process_batch
-from odin_monitor.monitoring.notifiers import EXIT_ALERT, EXIT_DEGRADED, EXIT_OK, EXIT_QUARANTINED
 from odin_monitor.monitoring.reports import PANEL_TITLE
-
-from .helpers import fake_scorer_for, make_scores
+from odin_monitor.monitoring.result import EXIT_ALERT, EXIT_DEGRADED, EXIT_OK, EXIT_QUARANTINED
+from tests.monitoring.helpers import fake_scorer_for, make_scores
 
 
 def images(n: int, dark_share: float, seed: int = 0) -> np.ndarray:
@@ -321,7 +320,7 @@ def test_rules_are_checked_again_for_a_batch_committed_without_alerts(tmp_path, 
 
 
 def test_reused_batch_id_with_other_content_is_refused(config, model, reference):
-    from odin_monitor.monitoring.scorelog import BatchIdConflictError
+    from odin_monitor.monitoring import BatchIdConflictError
 
     scorer = fake_scorer_for(model)
     first = process_batch(

@@ -22,8 +22,7 @@ from odin_monitor.monitoring.reports import (
     report_paths,
     save_report,
 )
-
-from .helpers import make_scores
+from tests.monitoring.helpers import make_scores
 
 
 def _metric(snapshot, type_suffix):
@@ -35,7 +34,7 @@ def _metric(snapshot, type_suffix):
 
 @pytest.fixture(scope="module")
 def batch():
-    from .helpers import make_model
+    from tests.monitoring.helpers import make_model
 
     model = make_model()
     return model, make_scores(300, 0.12, model, seed=5), make_scores(500, 0.05, model, seed=6)

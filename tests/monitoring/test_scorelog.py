@@ -8,11 +8,11 @@ import textwrap
 import pandas as pd
 import pytest
 
+from odin_monitor.monitoring import BatchIdConflictError
 from odin_monitor.monitoring import scorelog as scorelog_mod
 from odin_monitor.monitoring.errors import InvalidBatchError, ScoreLogError
-from odin_monitor.monitoring.scorelog import BatchIdConflictError, ScoreLog, scores_sha256
-
-from .helpers import make_scores
+from odin_monitor.monitoring.scorelog import ScoreLog, scores_sha256
+from tests.monitoring.helpers import make_scores
 
 
 def test_write_and_read_roundtrip(log, model):

@@ -14,8 +14,8 @@ import pytest
 
 from odin_monitor.monitoring import MonitorConfig, ScoreLog, process_batch
 from odin_monitor.monitoring.reports import PANEL_TITLE
+from tests.monitoring.helpers import make_model, make_scores
 
-from .helpers import make_model, make_scores
 from .test_notifiers import free_port
 
 RATES = [0.05, 0.08, 0.2]
