@@ -44,7 +44,7 @@ def _route(name: str, module: str, help_text: str) -> None:
 
 _route(
     "quality",
-    "odin_monitor.bench.quality",
+    "odin_monitor.bench.quality.cli",
     """MSP vs ODIN on ../shared/data: the paper's Tables 2 and 3, per ResNet depth.
 
     \b
