@@ -67,7 +67,7 @@ def main() -> int:
         rec.threshold_spread,
         rec.tpr_target,
         temperature=rec.temperature,
-        num_classes=rec.n_classes,
+        n_classes=rec.n_classes,
     )
     batch_size = 64
     k = cusum_reference_value(0.05, 0.15)  # tuned to catch 5% -> 15% OOD

@@ -127,7 +127,7 @@ def load_detector(uri: str, *, device: str | None, name: str | None = None) -> L
         threshold_spread=record.threshold_spread,
         tpr_target=record.tpr_target,
         temperature=record.temperature,
-        num_classes=record.n_classes,
+        n_classes=record.n_classes,
     )
     return LoadedModel(uri, detector, record, ref, reference)
 

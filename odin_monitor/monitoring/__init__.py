@@ -38,7 +38,7 @@ from odin_monitor.monitoring.result import (
     combined_exit_code,
     exit_code,
 )
-from odin_monitor.monitoring.schema import SCORE_COLUMNS, ModelRef, validate_scores
+from odin_monitor.monitoring.schema import ModelRef, validate_scores
 from odin_monitor.monitoring.scorelog import BatchRecord, ScoreLog
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "EXIT_DEGRADED",
     "EXIT_OK",
     "EXIT_QUARANTINED",
-    "SCORE_COLUMNS",
     "Alert",
     "BatchIdConflictError",
     "BatchRecord",

@@ -5,7 +5,7 @@ Serving logs only need ``odin_score``; the other columns are derived or filled:
 * ``is_ood``: always ``odin_score < model.threshold``; a supplied column that
   disagrees (away from δ) is refused, see :func:`~.schema.check_against_model`.
 * ``spread_score``: ``T·log(K·S)`` when ``model.temperature`` and
-  ``model.num_classes`` are set, else NaN (drift is then skipped).
+  ``model.n_classes`` are set, else NaN (drift is then skipped).
 * ``msp``: NaN when absent; ``predicted_class``: ``-1`` (unknown) when absent.
 
 A log comes from elsewhere, so every column is checked against the model (ranges,
@@ -63,9 +63,9 @@ def complete_scores(frame: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
     if "is_ood" not in out.columns:
         out["is_ood"] = odin < model.threshold
     if "spread_score" not in out.columns:
-        if model.temperature is not None and model.num_classes is not None:
+        if model.temperature is not None and model.n_classes is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
-                out["spread_score"] = spread_transform(odin, model.temperature, model.num_classes)
+                out["spread_score"] = spread_transform(odin, model.temperature, model.n_classes)
         else:
             out["spread_score"] = np.nan
     if "msp" not in out.columns:

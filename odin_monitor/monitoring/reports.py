@@ -72,7 +72,7 @@ def build_report(
     """Run the monitoring report of one batch against the reference.
 
     Args:
-        current: Scored batch (``SCORE_COLUMNS``).
+        current: Scored batch (:data:`odin_monitor.columns.SCORE_COLUMNS`).
         reference: In-distribution validation scores of the same model version.
         model: Detector metadata; ``1 - tpr_target`` is the expected OOD rate.
         alpha: Level of the binomial OOD-rate test.

@@ -1,8 +1,8 @@
 """The data contract between the core and monitoring: model metadata and score frames.
 
 A scored batch is a :class:`pandas.DataFrame` with one row per image and the
-columns of :data:`SCORE_COLUMNS`. This module validates such frames and raw image
-batches, with errors that say what was expected and what came.
+columns of :data:`odin_monitor.columns.SCORE_COLUMNS`. This module validates such
+frames and raw image batches, with errors that say what was expected and what came.
 
 Example:
     >>> ref = ModelRef("resnet", "3", "ab" * 32, threshold=0.1005,
@@ -13,18 +13,15 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from odin_monitor.columns import SCORE_DTYPES, spread_transform
+from odin_monitor.columns import SCORE_COLUMNS, spread_transform
+from odin_monitor.hyper import check_temperature, check_threshold, check_tpr_target
 from odin_monitor.monitoring.errors import ConfigError, InvalidBatchError
-
-#: Column name -> dtype of a scored batch (the core's output contract, one definition).
-SCORE_COLUMNS: dict[str, str] = SCORE_DTYPES
 
 #: ``predicted_class`` used for ingested rows that carry no class.
 UNKNOWN_CLASS = -1
@@ -46,7 +43,12 @@ class ModelRef:
         threshold_spread: The same δ in ``spread_score`` units.
         tpr_target: In-distribution true-positive rate targeted at calibration.
         temperature: Optional T, only used to derive ``spread_score`` for ingested logs.
-        num_classes: Optional K, only used to derive ``spread_score`` for ingested logs.
+        n_classes: Optional K, only used to derive ``spread_score`` for ingested logs.
+
+    Raises:
+        ConfigError: An empty name or version.
+        odin_monitor.errors.InputValidationError: ``tpr_target`` outside (0, 1), a
+            non-finite threshold, a temperature that is not > 0 (both ``ValueError``).
 
     Example:
         >>> ModelRef("m", "1", "0" * 64, 0.1005, 2.0, 0.95).expected_ood_rate
@@ -60,7 +62,7 @@ class ModelRef:
     threshold_spread: float
     tpr_target: float
     temperature: float | None = None
-    num_classes: int | None = None
+    n_classes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -70,15 +72,16 @@ class ModelRef:
                 f"Expected the model version as a non-empty string but got {self.version!r}; "
                 "pass str(version)."
             )
-        if not 0.0 < float(self.tpr_target) < 1.0:
-            raise ConfigError(
-                f"Expected tpr_target in (0, 1) but got {self.tpr_target!r}; "
-                "use the TPR the threshold was calibrated for, e.g. 0.95."
-            )
-        for field in ("threshold", "threshold_spread"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"Expected a finite float {field} but got {value!r}.")
+        # The core's checks, one definition of a valid δ, TPR and T; stored as floats.
+        checked = {
+            "tpr_target": check_tpr_target(self.tpr_target),
+            "threshold": check_threshold(self.threshold),
+            "threshold_spread": check_threshold(self.threshold_spread, "threshold_spread"),
+        }
+        if self.temperature is not None:
+            checked["temperature"] = check_temperature(self.temperature)
+        for field, value in checked.items():
+            object.__setattr__(self, field, value)
 
     @property
     def expected_ood_rate(self) -> float:
@@ -94,7 +97,7 @@ def validate_scores(scores: Any) -> pd.DataFrame:
     """Check a scored batch and return it with the canonical columns and dtypes.
 
     Args:
-        scores: DataFrame with the columns of :data:`SCORE_COLUMNS`.
+        scores: DataFrame with the columns of :data:`odin_monitor.columns.SCORE_COLUMNS`.
 
     Returns:
         A new DataFrame with exactly those columns, in order, with canonical dtypes.
@@ -172,11 +175,11 @@ def check_against_model(scores: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
     possible for ``model``, and ``is_ood`` is recomputed from δ.
 
     * ``odin_score`` and ``msp`` are maximum softmax probabilities, so they lie in
-      ``[1/K, 1]`` (``[0, 1]`` when ``model.num_classes`` is unknown), up to
+      ``[1/K, 1]`` (``[0, 1]`` when ``model.n_classes`` is unknown), up to
       :data:`SCORE_ATOL`; ``msp`` may be NaN (unknown), nothing may be infinite.
     * ``predicted_class`` is in ``[0, K)``, or :data:`UNKNOWN_CLASS`.
     * ``spread_score`` must equal ``T·log(K·odin_score)`` when ``model.temperature``
-      and ``model.num_classes`` are set (compared as the ``odin_score`` it implies,
+      and ``model.n_classes`` are set (compared as the ``odin_score`` it implies,
       within :data:`SCORE_ATOL`); otherwise it must be finite or NaN (unknown).
     * ``is_ood`` must equal ``odin_score < model.threshold`` on every row farther than
       :data:`SCORE_ATOL` from δ: a log flagged with another threshold was made by
@@ -195,14 +198,14 @@ def check_against_model(scores: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
             the expected range and the values that came.
 
     Example:
-        >>> m = ModelRef("m", "1", "0" * 64, 0.5, 0.0, 0.95, num_classes=4)
+        >>> m = ModelRef("m", "1", "0" * 64, 0.5, 0.0, 0.95, n_classes=4)
         >>> df = validate_scores(pd.DataFrame({"odin_score": [0.4, 0.9],
         ...     "spread_score": [np.nan] * 2, "msp": [0.7, 1.0],
         ...     "predicted_class": [1, -1], "is_ood": [True, False]}))
         >>> check_against_model(df, m)["is_ood"].tolist()
         [True, False]
     """
-    k = model.num_classes
+    k = model.n_classes
     lo = 1.0 / k if k else 0.0
     who = f"model {model.name} v{model.version}" + (f" (K={k} classes)" if k else "")
     odin = scores["odin_score"].to_numpy(dtype=float)

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from odin_monitor.columns import SCORE_COLUMNS, SCORE_DTYPES
 from odin_monitor.monitoring.errors import BatchIdConflictError, ScoreLogError
-from odin_monitor.monitoring.schema import SCORE_COLUMNS, ModelRef, validate_scores
+from odin_monitor.monitoring.schema import ModelRef, validate_scores
 
 AlertRows = Iterable[tuple[str, str, dict[str, Any]]]
 """Alerts as stored: ``(alert_id, rule, payload)``."""
@@ -218,16 +219,7 @@ def scores_sha256(scores: pd.DataFrame) -> str:
 
 
 def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
-    return df.astype(
-        {
-            "odin_score": "float64",
-            "spread_score": "float64",
-            "msp": "float64",
-            "predicted_class": "int64",
-            "is_ood": "bool",
-        }
-    )
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)).astype(SCORE_DTYPES)
 
 
 class ScoreLog:
@@ -315,7 +307,7 @@ class ScoreLog:
         Args:
             batch_id: Idempotency key, unique in the log.
             model: The detector that scored the batch.
-            scores: One row per image (:data:`~.schema.SCORE_COLUMNS`).
+            scores: One row per image (:data:`odin_monitor.columns.SCORE_COLUMNS`).
             source: ``"scorer"`` or ``"ingest:<path>"``.
             created_at: ISO-8601 timestamp (default: now).
             content_sha256: Hash of the batch's content, compared when the id is sent

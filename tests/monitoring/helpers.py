@@ -20,7 +20,7 @@ def make_model() -> ModelRef:
         threshold_spread=float(T * np.log(K * 0.10045)),
         tpr_target=0.95,
         temperature=T,
-        num_classes=K,
+        n_classes=K,
     )
 
 

@@ -104,7 +104,7 @@ def test_is_ood_is_recomputed_from_delta_and_a_contradiction_refused(model):
         complete_scores(frame, model)
     # The case: odin_score 0.01 flagged in-distribution, under a model whose K is
     # unknown (so 0.01 is a possible probability): logged as 0% OOD before, refused now.
-    no_k = replace(model, num_classes=None, temperature=None)
+    no_k = replace(model, n_classes=None, temperature=None)
     with pytest.raises(InvalidBatchError, match=r"is_ood .* first \[0\] with values \[0\.01\]"):
         complete_scores(pd.DataFrame({"odin_score": [0.01], "is_ood": [False]}), no_k)
 
@@ -166,12 +166,12 @@ def test_missing_columns_are_derived_or_left_unknown(model):
     out = complete_scores(pd.DataFrame({"odin_score": odin}), model)
     np.testing.assert_allclose(out["spread_score"], T * np.log(K * odin.to_numpy()))
     assert out["msp"].isna().all() and (out["predicted_class"] == UNKNOWN_CLASS).all()
-    no_t = replace(model, num_classes=None, temperature=None)
+    no_t = replace(model, n_classes=None, temperature=None)
     assert complete_scores(pd.DataFrame({"odin_score": odin}), no_t)["spread_score"].isna().all()
 
 
 def test_without_k_classes_only_need_to_be_non_negative(model):
-    no_k = replace(model, num_classes=None, temperature=None)
+    no_k = replace(model, n_classes=None, temperature=None)
     frame = _log(model).assign(predicted_class=99, spread_score=np.nan)
     frame = frame.drop(columns="spread_score")
     assert (complete_scores(frame, no_k)["predicted_class"] == 99).all()
