@@ -30,21 +30,20 @@ def bench_group() -> None:
     """
 
 
-def _route(name: str, module: str, help_text: str) -> None:
-    """Add ``odin-monitor bench NAME``, handing every argument to ``module.main``."""
+def _route(name: str, help_text: str) -> None:
+    """Add ``odin-monitor bench NAME``: every argument goes to ``odin_monitor.bench.NAME.cli``."""
 
     @bench_group.command(name, context_settings=PASSTHROUGH, help=help_text)
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_context
     def command(ctx: click.Context, args: tuple[str, ...]) -> None:
         # Imported on use: `odin-monitor --help` stays fast and needs no benchmark extra.
-        entry = importlib.import_module(module)
+        entry = importlib.import_module(f"odin_monitor.bench.{name}.cli")
         ctx.exit(entry.main(list(args), prog=f"odin-monitor bench {name}"))
 
 
 _route(
     "quality",
-    "odin_monitor.bench.quality.cli",
     """MSP vs ODIN on ../shared/data: the paper's Tables 2 and 3, per ResNet depth.
 
     \b
@@ -54,7 +53,6 @@ _route(
 )
 _route(
     "speed",
-    "odin_monitor.bench.speed",
     """ODIN vs a plain forward, the paper's per-image loop, pytorch-ood; calibration.
 
     \b
@@ -64,7 +62,6 @@ _route(
 )
 _route(
     "serve",
-    "odin_monitor.bench.serve.cli",
     """Latency and throughput of `mlflow models serve` under a bounded concurrent load.
 
     \b

@@ -1,0 +1,181 @@
+"""Speed benchmark: what it reports, recomputed from the timings of a fake clock.
+
+The timed methods are replaced by fakes that advance a fake clock by scripted
+durations, so every figure of the report (medians, images/s, ratios to the forward,
+targets) can be recomputed by hand from the script; the real methods are checked
+against ours elsewhere (the calibration timing here, test_per_image, test_peers).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from odin_monitor.bench import speed
+from odin_monitor.bench.speed import methods, timing
+from odin_monitor.errors import InputValidationError
+from odin_monitor.normalization import Normalization
+
+NORM = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+
+# Per method: the warm-up call's duration, then one per timed round (seconds).
+SCRIPT = {
+    speed.FORWARD: [9.0, 0.010, 0.014, 0.012],
+    speed.FORWARD_CL: [9.0, 0.011, 0.020, 0.011],
+    speed.OURS: [9.0, 0.050, 0.030, 0.040],
+    speed.PER_IMAGE: [9.0, 0.5, 0.7, 0.6],
+}
+BATCH, N_BATCHES, N_PER_IMAGE = 8, 2, 2
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[str] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def faked(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "perf_counter", clock)
+
+    def factory(name):
+        durations = iter(SCRIPT[name])
+
+        def make(model, norm, bs, dev, amp):
+            def run(x):
+                clock.calls.append(name)
+                clock.now += next(durations)
+
+            return run
+
+        return make
+
+    for name in SCRIPT:
+        monkeypatch.setitem(methods.FACTORIES, name, factory(name))
+    result = speed.run_speed(
+        synthetic=True,
+        batch_sizes=(BATCH,),
+        n_batches=N_BATCHES,
+        n_per_image=N_PER_IMAGE,
+        repeats=3,
+        calibration=False,
+        memory=False,
+        include_peer=False,
+    )
+    return result, clock
+
+
+def _per_image(name, pick=statistics.median):
+    n = N_PER_IMAGE if name == speed.PER_IMAGE else BATCH * N_BATCHES
+    return pick(SCRIPT[name][1:]) / n
+
+
+def test_methods_are_interleaved_round_by_round_after_one_warm_up(faked):
+    _, clock = faked
+    order = [speed.FORWARD, speed.FORWARD_CL, speed.OURS, speed.PER_IMAGE]
+    assert clock.calls == order * 4
+
+
+def test_rows_are_the_medians_and_ratios_of_the_recorded_timings(faked):
+    result, _ = faked
+    rows = {r.method: r for r in result.rows}
+    assert list(rows) == list(SCRIPT)
+    for name, row in rows.items():
+        timed = SCRIPT[name][1:]
+        assert row.rounds == pytest.approx(tuple(timed))  # the warm-up is not a round
+        assert row.seconds == pytest.approx(statistics.median(timed))
+        assert row.n_images == (N_PER_IMAGE if name == speed.PER_IMAGE else BATCH * N_BATCHES)
+        assert row.images_per_s == pytest.approx(row.n_images / statistics.median(timed))
+        assert row.ratio_to_forward == pytest.approx(_per_image(name) / _per_image(speed.FORWARD))
+        assert row.ratio_to_forward_best == pytest.approx(
+            _per_image(name, min) / _per_image(speed.FORWARD, min)
+        )
+    assert rows[speed.OURS].ratio_to_forward == pytest.approx(0.040 / 0.012)
+
+
+def test_targets_are_read_from_the_recorded_timings(faked):
+    result, _ = faked
+    targets = {t.name: t for t in result.targets}
+    ours_fwd = targets[f"{speed.OURS} / forward (time per image)"]
+    assert ours_fwd.value == pytest.approx(0.040 / 0.012) and not ours_fwd.met  # bound 3.3
+    ours_cl = targets[f"{speed.OURS} / {speed.FORWARD_CL} (time per image)"]
+    assert ours_cl.value == pytest.approx(0.040 / 0.011)
+    loop = targets[f"{speed.OURS} throughput / {speed.PER_IMAGE} throughput"]
+    assert loop.value == pytest.approx(_per_image(speed.PER_IMAGE) / _per_image(speed.OURS))
+    assert loop.value_best == pytest.approx(
+        _per_image(speed.PER_IMAGE, min) / _per_image(speed.OURS, min)
+    )
+    assert loop.bound == 8.0 and loop.met  # 120× on the CPU bound of 8×
+
+
+def test_markdown_tables_hold_the_result_numbers(faked):
+    result, _ = faked
+    text = speed.format_markdown(result)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
+    names = [c.strip() for c in lines[header].strip("|").split("|")]
+    parsed = {}
+    for line in lines[header + 2 : header + 2 + len(result.rows)]:
+        row = dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        parsed[row["method"]] = row
+    for r in result.rows:
+        row = parsed[r.method]
+        assert float(row["median s"]) == pytest.approx(r.seconds, abs=5e-5)
+        assert float(row["images/s"].replace(",", "")) == pytest.approx(r.images_per_s, abs=0.5)
+        assert float(row["× forward (per image)"]) == pytest.approx(r.ratio_to_forward, abs=5e-3)
+        assert int(row["images"]) == r.n_images
+    targets = [line for line in lines if line.startswith(f"| {speed.OURS} / forward (time")]
+    assert len(targets) == 1 and f"| {0.040 / 0.012:.2f} |" in targets[0]
+    assert targets[0].endswith("| **no** |")
+
+
+def test_naive_calibration_loop_chooses_the_same_pair_as_the_grid(smooth_net):
+    g = torch.Generator().manual_seed(3)
+    x_id = torch.rand(24, 3, 6, 6, generator=g) * 0.5 + 0.25
+    x_ood = torch.rand(24, 3, 6, 6, generator=g)
+    result = speed.time_calibration(
+        smooth_net,
+        x_id,
+        x_ood,
+        depth=0,
+        temperatures=(1, 10, 1000),
+        epsilons=(0.0, 0.002, 0.004),
+        normalization=NORM,
+        batch_size=8,
+    )
+    assert result.n_pairs == 9 and (result.n_id, result.n_ood) == (24, 24)
+    assert result.same_choice
+    assert result.max_abs_score_diff <= 1e-12
+
+
+def test_channels_last_forward_equals_plain_forward(smooth_net, images):
+    cpu = torch.device("cpu")
+    plain = methods.FACTORIES[speed.FORWARD](smooth_net.eval(), NORM, 5, cpu, False)(images)
+    cl = methods.FACTORIES[speed.FORWARD_CL](smooth_net, NORM, 5, cpu, False)(images)
+    torch.testing.assert_close(torch.cat(cl), torch.cat(plain), rtol=0, atol=1e-5)
+
+
+def test_bad_precision_is_a_clear_error():
+    with pytest.raises(InputValidationError, match="precisions"):
+        speed.run_speed(synthetic=True, precisions=("fp8",))
+
+
+def test_cpu_peak_memory_subprocess_reports_a_positive_rise():
+    spec = {
+        "method": speed.FORWARD,
+        "depth": 20,
+        "batch_size": 32,
+        "amp": False,
+        "n_images": 32,
+        "data_dir": None,
+        "seed": 0,
+        "threads": 1,
+    }
+    peak = timing.cpu_peak_mb_subprocess(spec)
+    assert peak is not None and peak > 0
