@@ -31,6 +31,7 @@ __all__ = [
     "machine_info",
     "markdown_table",
     "pct",
+    "publish",
     "resolve_data_dir",
 ]
 
@@ -183,6 +184,22 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     elif args and os.sep in args[0] and not args[0].endswith(".py"):
         args[0] = Path(args[0]).name  # a console script such as odin-monitor
     return " ".join(shlex.quote(a) for a in args)
+
+
+def publish(
+    text: str, markdown: Path | None = None, json_path: Path | None = None, payload: object = None
+) -> None:
+    """Print a report; write it to ``markdown`` and ``payload`` to ``json_path`` if given."""
+    import json
+
+    print(text)
+    for path, content in (
+        (markdown, text.rstrip("\n") + "\n"),
+        (json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n"),
+    ):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
 
 
 class Stopwatch:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from odin_monitor.bench.common import DEPTHS
+from odin_monitor.bench.common import DEPTHS, publish
 from odin_monitor.bench.quality.report import format_markdown
 from odin_monitor.bench.quality.run import run_quality
 from odin_monitor.grid import PAPER_EPSILONS, PAPER_TEMPERATURES
@@ -66,9 +66,5 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     rel = args.markdown.parent if args.markdown is not None else None
-    text = format_markdown(result, plots_relative_to=rel)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n", encoding="utf-8")
+    publish(format_markdown(result, plots_relative_to=rel), args.markdown)
     return 0

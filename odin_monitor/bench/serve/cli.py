@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from odin_monitor.bench.common import publish
 from odin_monitor.bench.serve.report import format_markdown
 from odin_monitor.bench.serve.run import run_serve
 
@@ -69,14 +69,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         seed=args.seed,
         log=log,
     )
-    text = format_markdown(result)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    publish(format_markdown(result), args.markdown, args.json, result.to_dict())
     if result.errors:
         log(f"{result.errors} request(s) failed")
     if not all(s.scores_match for s in result.sizes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,30 +42,17 @@ def time_calibration(
     dev = torch.device(device)
     temps, eps = [float(t) for t in temperatures], [float(e) for e in epsilons]
 
+    # The same settings for both: only the sharing of work differs.
+    same: dict[str, Any] = {"normalization": normalization, "batch_size": batch_size, "device": dev}
+
     def run_grid(x: torch.Tensor) -> np.ndarray:
-        return grid_scores(
-            model,
-            x,
-            temperatures=temps,
-            epsilons=eps,
-            normalization=normalization,
-            batch_size=batch_size,
-            device=dev,
-        ).numpy()
+        return grid_scores(model, x, temperatures=temps, epsilons=eps, **same).numpy()
 
     def run_naive(x: torch.Tensor) -> np.ndarray:
         out = np.empty((len(temps), len(eps), x.shape[0]))
         for i, t in enumerate(temps):
             for j, e in enumerate(eps):
-                out[i, j] = odin_scores(
-                    model,
-                    x,
-                    temperature=t,
-                    epsilon=e,
-                    normalization=normalization,
-                    batch_size=batch_size,
-                    device=dev,
-                ).odin_score
+                out[i, j] = odin_scores(model, x, temperature=t, epsilon=e, **same).odin_score
         return out
 
     # Alternate the two methods chunk by chunk (order flipped each time), so that

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from odin_monitor.bench.common import (
     DEPTHS,
+    publish,
 )
 from odin_monitor.bench.speed.methods import PRECISIONS
 from odin_monitor.bench.speed.report import format_markdown
@@ -83,21 +84,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         quick=args.quick,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    text = format_markdown(result)
-    print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n", encoding="utf-8")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "rows": [asdict(r) for r in result.rows],
-            "calibration": None if result.calibration is None else asdict(result.calibration),
-            "targets": [asdict(t) | {"met": t.met} for t in result.targets],
-            "machine": result.machine,
-            "settings": result.settings,
-        }
-        args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    payload = {
+        "rows": [asdict(r) for r in result.rows],
+        "calibration": None if result.calibration is None else asdict(result.calibration),
+        "targets": [asdict(t) | {"met": t.met} for t in result.targets],
+        "machine": result.machine,
+        "settings": result.settings,
+    }
+    publish(format_markdown(result), args.markdown, args.json, payload)
     if result.calibration is not None and not result.calibration.same_choice:
         print("ERROR: the grid and the naive loop chose different pairs.", file=sys.stderr)
         return 1

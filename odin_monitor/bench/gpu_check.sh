@@ -13,10 +13,10 @@
 # Results: $OUT/ (default ./gpu_out): speed_gpu.md, speed_gpu.json, speed_gpu.log, nvidia_smi.txt
 #
 # Usage:
-#   bash benchmarks/gpu_check.sh                       # the real run, on CUDA (about 2-4 min)
-#   bash benchmarks/gpu_check.sh --device cpu --quick  # tiny CPU run of the same path
+#   bash odin_monitor/bench/gpu_check.sh                       # the real run, on CUDA (about 2-4 min)
+#   bash odin_monitor/bench/gpu_check.sh --device cpu --quick  # tiny CPU run of the same path
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 
 DEVICE=cuda
 QUICK=0
