@@ -28,6 +28,7 @@ __all__ = [
     "compare_calibrations",
     "load_by_alias",
     "register_detector",
+    "resolve_version",
     "set_alias",
 ]
 
@@ -74,16 +75,57 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
     MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
-def _version_of(name: str, ref: str | int) -> str:
+#: MLflow's (deprecated) model version stages, as ``models:/NAME/STAGE`` names them.
+STAGES = ("staging", "production", "archived", "none")
+
+
+def resolve_version(name: str, ref: str | int) -> str:
+    """The version number of registered model ``name`` that ``ref`` names.
+
+    Resolve an alias (or ``"latest"``) once, then work on the number, so the version
+    used is the one recorded even if the alias moves meanwhile.
+
+    Args:
+        name: Registered model name.
+        ref: A version number; ``"latest"`` (the highest version); an alias such
+            as ``"champion"``; or, when no such alias exists, an MLflow stage
+            (``Staging``, ``Production``, ...) as ``models:/NAME/STAGE`` names it.
+
+    Returns:
+        The version number, as a string.
+
+    Raises:
+        MlflowException: ``name`` has no version, or ``ref`` is neither a number,
+            ``"latest"``, an alias nor a stage holding a version.
+
+    Example:
+        >>> resolve_version("odin-cifar10", 3)
+        '3'
+        >>> resolve_version("odin-cifar10", "champion")  # doctest: +SKIP
+        '2'
+    """
     ref = str(ref)
     if ref.isdigit():
         return ref
+    client = MlflowClient()
+    if ref.lower() == "latest":
+        versions = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
+        if not versions:
+            raise MlflowException.invalid_parameter_value(
+                f"Expected registered model {name!r} to have a version, but it has none; "
+                "register one first (mlflow_plugin.register_detector)."
+            )
+        return str(max(versions))
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, ref).version)
+        return str(client.get_model_version_by_alias(name, ref).version)
     except MlflowException as err:
+        if ref.lower() in STAGES:
+            found = client.get_latest_versions(name, stages=[ref])
+            if found:
+                return str(found[0].version)
         raise MlflowException.invalid_parameter_value(
-            f"Expected a version number or an alias of registered model {name!r}, but "
-            f"{ref!r} is neither ({err.message})."
+            f"Expected a version number, 'latest' or an alias of registered model {name!r}, "
+            f"but {ref!r} is none of them ({err.message})."
         ) from err
 
 
@@ -122,7 +164,7 @@ def compare_calibrations(name: str, version_a: str | int, version_b: str | int) 
         >>> diff = compare_calibrations("odin-cifar10", 1, "champion")  # doctest: +SKIP
         >>> diff[~diff["equal"]]  # doctest: +SKIP
     """
-    va, vb = _version_of(name, version_a), _version_of(name, version_b)
+    va, vb = resolve_version(name, version_a), resolve_version(name, version_b)
     if va == vb:
         raise MlflowException.invalid_parameter_value(
             f"Expected two different versions of {name!r}, but both are version {va}."

@@ -414,19 +414,19 @@ def test_monitor_revisits_a_known_batch_whose_alerts_or_report_are_missing(
 def test_monitor_quarantine_rows_carry_paths_and_vanished_batches_are_skipped(
     calibrated, tmp_path, monkeypatch
 ):
-    from odin_monitor.cli import monitor_cmds
     from odin_monitor.monitoring import ScoreLog
+    from odin_monitor.monitoring import inbox as inbox_mod
 
     inbox, mon = tmp_path / "inbox", tmp_path / "mon"
     inbox.mkdir()
     np.save(inbox / "broken.npy", np.full((2, 3, 6, 6), np.nan, dtype=np.float32))
     (inbox / "torn.npz").write_bytes(b"PK not really a zip")
-    real = monitor_cmds._batch_candidates
+    real = inbox_mod.batch_candidates
 
     def listed_then_moved(folder):  # another monitor moved these between listing and reading
         return [*real(folder), folder / "gone.npz", folder / "gone-folder"]
 
-    monkeypatch.setattr(monitor_cmds, "_batch_candidates", listed_then_moved)
+    monkeypatch.setattr(inbox_mod, "batch_candidates", listed_then_moved)
     res = CliRunner().invoke(main, _monitor_args(inbox, calibrated / "model", mon))
     assert res.exit_code == 4, res.output
     assert "skipping gone.npz" in res.output and "skipping gone-folder" in res.output
@@ -439,7 +439,7 @@ def test_monitor_quarantine_rows_carry_paths_and_vanished_batches_are_skipped(
 
 
 def test_a_second_monitor_on_the_same_inbox_waits_its_turn(calibrated, workdir, tmp_path):
-    from odin_monitor.cli.monitor_cmds import inbox_lock
+    from odin_monitor.monitoring.inbox import inbox_lock
 
     inbox, mon = tmp_path / "inbox", tmp_path / "mon"
     inbox.mkdir()

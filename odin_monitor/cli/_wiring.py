@@ -1,20 +1,28 @@
-"""Wiring shared by commands: model URIs → detector, record, monitoring identity."""
+"""Wiring shared by commands: the layers put together, no command logic.
+
+Model URIs → detector, record and monitoring identity; a calibration → its files
+and MLflow model folder; a monitoring folder → score log, reports and notifiers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from odin_monitor.cli._common import info
 from odin_monitor.normalization import IMAGENET_NORMALIZATION, Normalization
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from odin_monitor.calibration import CalibrationResult
     from odin_monitor.detector import OdinDetector
-    from odin_monitor.monitoring import ModelRef
+    from odin_monitor.monitoring import BatchResult, ModelRef, MonitorConfig
+    from odin_monitor.monitoring.inbox import ScanItem
     from odin_monitor.record import CalibrationRecord
 
 NORMALIZATIONS: dict[str, Normalization | None] = {
@@ -68,38 +76,57 @@ class LoadedModel:
     ref: ModelRef
     reference: pd.DataFrame
 
+    def process(
+        self,
+        path: Path,
+        config: MonitorConfig,
+        batch_id: str | None = None,
+        created_at: str | None = None,
+    ) -> BatchResult:
+        """:func:`odin_monitor.monitoring.inbox.process_path` with this detector."""
+        from odin_monitor.monitoring.inbox import process_path
+
+        return process_path(
+            path,
+            self.ref,
+            config,
+            scorer=scorer_for(self.detector),
+            reference=self.reference,
+            input_shape=self.record.input_shape,
+            batch_id=batch_id,
+            created_at=created_at,
+        )
+
+    def scan(self, inbox: Path, config: MonitorConfig) -> Iterator[ScanItem]:
+        """:func:`odin_monitor.monitoring.inbox.scan_inbox` with this detector."""
+        from odin_monitor.monitoring.inbox import scan_inbox
+
+        return scan_inbox(
+            inbox,
+            self.ref,
+            config,
+            scorer=scorer_for(self.detector),
+            reference=self.reference,
+            input_shape=self.record.input_shape,
+        )
+
 
 def resolve_name_version(uri: str, name: str | None) -> tuple[str, str]:
-    """``(registered name, version)`` of a ``models:/`` URI; else ``(name or a label, "local")``."""
+    """``(registered name, version)`` of a ``models:/`` URI; else ``(name or a label, "local")``.
+
+    ``models:/NAME@ALIAS`` and ``models:/NAME/REF`` (a number, ``latest`` or a stage)
+    resolve through :func:`mlflow_plugin.registry.resolve_version`.
+    """
     if uri.startswith("models:/"):
-        from mlflow import MlflowClient
+        from mlflow_plugin.registry import resolve_version
 
         body = uri.removeprefix("models:/")
-        client = MlflowClient()
-        if "@" in body:
-            reg, alias = body.split("@", 1)
-            return reg, str(client.get_model_version_by_alias(reg, alias).version)
-        if "/" in body:
-            reg, version = body.split("/", 1)
-            if version.isdigit():
-                return reg, version
-            if version.lower() == "latest":
-                versions = [int(v.version) for v in client.search_model_versions(f"name='{reg}'")]
-                if not versions:
-                    raise click.BadParameter(
-                        f"model {reg!r} has no version", param_hint="--model-uri"
-                    )
-                return reg, str(max(versions))
-            latest = client.get_latest_versions(reg, stages=[version])
-            if not latest:
-                raise click.BadParameter(
-                    f"model {reg!r} has no version in stage {version!r}", param_hint="--model-uri"
-                )
-            return reg, str(latest[0].version)
+        reg, sep, ref = body.partition("@") if "@" in body else body.partition("/")
+        if sep:
+            return reg, resolve_version(reg, ref)
     if uri.startswith("runs:/"):
-        return name or uri.removeprefix("runs:/").split("/")[-1], uri.removeprefix("runs:/").split(
-            "/"
-        )[0]
+        run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
+        return name or artifact.split("/")[-1] or run_id, run_id
     return name or Path(uri).name, "local"
 
 
@@ -139,3 +166,96 @@ def scorer_for(detector: OdinDetector) -> Any:
         return detector.score_batch(images).to_frame()
 
     return score
+
+
+def monitor_config(
+    monitor_dir: Path,
+    *,
+    webhook: str | None = None,
+    mlflow_metrics: bool = False,
+    alpha: float = 0.01,
+    jsonl: bool = True,
+) -> MonitorConfig:
+    """The monitoring layout under one folder: scores.db, reports/, workspace/, quarantine/."""
+    from odin_monitor.monitoring import (
+        BinomialSpikeRule,
+        CusumRule,
+        JsonlNotifier,
+        LogNotifier,
+        MlflowNotifier,
+        MonitorConfig,
+        ScoreLog,
+        WebhookNotifier,
+    )
+
+    monitor_dir.mkdir(parents=True, exist_ok=True)
+    _log_alerts_to(monitor_dir / "alerts.log")
+    notifiers: list[Any] = [LogNotifier()]
+    if jsonl:
+        notifiers.append(JsonlNotifier(monitor_dir / "alerts.jsonl"))
+    if webhook:
+        notifiers.append(WebhookNotifier(webhook))
+    if mlflow_metrics:
+        notifiers.append(MlflowNotifier(use_tracking_uri(None)))
+    return MonitorConfig(
+        log=ScoreLog(monitor_dir / "scores.db"),
+        quarantine_dir=monitor_dir / "quarantine",
+        report_dir=monitor_dir / "reports",
+        workspace_dir=monitor_dir / "workspace",
+        rules=(BinomialSpikeRule(alpha=alpha), CusumRule(h=5.0, shift=2.0)),
+        notifiers=tuple(notifiers),
+        report_alpha=alpha,
+    )
+
+
+def _log_alerts_to(path: Path) -> None:
+    """Send the log notifier's lines to a file; the commands print alerts themselves."""
+    import logging
+
+    logger = logging.getLogger("odin_monitor.alerts")
+    target = str(path.resolve())
+    if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+        handler = logging.FileHandler(target, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+EXIT_DELIVERY_SECONDS = 10.0
+"""How long a command waits at exit for alert deliveries still in flight."""
+
+
+def finish_deliveries(config: MonitorConfig) -> None:
+    """Give alerts still in flight a bounded wait before the command exits."""
+    from odin_monitor.monitoring.delivery import flush_deliveries
+
+    if not flush_deliveries(max(config.delivery_budget, EXIT_DELIVERY_SECONDS)):
+        info("alert deliveries still in flight stay pending in the outbox (retried next run)")
+
+
+def write_calibration(result: CalibrationResult, out: Path, model_ref: str | None) -> Path:
+    """Write OUT/record.json, grid.csv, grid.png, roc.png, histograms.png and OUT/model.
+
+    Returns:
+        The MLflow model folder, ``OUT/model``.
+    """
+    import mlflow_plugin
+    from odin_monitor.plots import plot_grid_heatmap, plot_roc, plot_score_histograms, save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    rec = result.record
+    (out / "record.json").write_text(rec.to_json())
+    result.grid_frame().to_csv(out / "grid.csv", index=False)
+    chosen = (rec.temperature, rec.epsilon)
+    curves = result.grid.curves(chosen)
+    save_figure(plot_grid_heatmap(result.grid, chosen=chosen), out / "grid.png")
+    save_figure(plot_roc(curves, title="ROC on the validation sets"), out / "roc.png")
+    hist = plot_score_histograms(
+        *result.grid.scores_at(*chosen),
+        threshold=rec.threshold,
+        xlabel="ODIN score S(x̃;T)",
+        title="validation scores",
+    )
+    save_figure(hist, out / "histograms.png")
+    mlflow_plugin.save_model(result, out / "model", model_factory=model_ref)
+    return out / "model"

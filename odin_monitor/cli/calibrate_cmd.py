@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from odin_monitor.cli._common import emit, info, parse_floats, progress
-from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options
-
-if TYPE_CHECKING:
-    from odin_monitor.calibration import CalibrationResult
+from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options, write_calibration
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -172,31 +168,3 @@ def calibrate_command(
             f"next: odin-monitor log {out} --register NAME --alias champion"
         ),
     )
-
-
-def write_calibration(result: CalibrationResult, out: Path, model_ref: str | None) -> Path:
-    """Write OUT/record.json, grid.csv, grid.png, roc.png, histograms.png and OUT/model.
-
-    Returns:
-        The MLflow model folder, ``OUT/model``.
-    """
-    import mlflow_plugin
-    from odin_monitor.plots import plot_grid_heatmap, plot_roc, plot_score_histograms, save_figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    rec = result.record
-    (out / "record.json").write_text(rec.to_json())
-    result.grid_frame().to_csv(out / "grid.csv", index=False)
-    chosen = (rec.temperature, rec.epsilon)
-    curves = result.grid.curves(chosen)
-    save_figure(plot_grid_heatmap(result.grid, chosen=chosen), out / "grid.png")
-    save_figure(plot_roc(curves, title="ROC on the validation sets"), out / "roc.png")
-    hist = plot_score_histograms(
-        *result.grid.scores_at(*chosen),
-        threshold=rec.threshold,
-        xlabel="ODIN score S(x̃;T)",
-        title="validation scores",
-    )
-    save_figure(hist, out / "histograms.png")
-    mlflow_plugin.save_model(result, out / "model", model_factory=model_ref)
-    return out / "model"

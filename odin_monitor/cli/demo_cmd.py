@@ -255,9 +255,13 @@ def run_demo(
     import mlflow_plugin
     from odin_monitor import calibrate
     from odin_monitor.calibration import PAPER_EPSILONS, PAPER_TEMPERATURES
-    from odin_monitor.cli._wiring import load_detector, use_tracking_uri
-    from odin_monitor.cli.calibrate_cmd import write_calibration
-    from odin_monitor.cli.monitor_cmds import human, monitor_config, process_path
+    from odin_monitor.cli._results import human
+    from odin_monitor.cli._wiring import (
+        load_detector,
+        monitor_config,
+        use_tracking_uri,
+        write_calibration,
+    )
 
     if dataset == "cifar10":
         if data_dir is None:
@@ -324,7 +328,7 @@ def run_demo(
         path = inbox / f"batch-{b:04d}.npz"
         np.savez_compressed(path, images=images)
         stamp = (start + timedelta(minutes=b)).isoformat()
-        res = process_path(path, loaded, config, batch_id=f"batch-{b:04d}", created_at=stamp)
+        res = loaded.process(path, config, batch_id=f"batch-{b:04d}", created_at=stamp)
         results.append(res)
         lines.append(human(res) + ("   <- OOD spike injected" if b >= spike_from else ""))
         info(lines[-1])

@@ -12,6 +12,7 @@ from odin_monitor.monitoring.alerts import (
     CusumRule,
     evaluate_rules,
 )
+from odin_monitor.monitoring.batches import BatchRecord
 from odin_monitor.monitoring.errors import (
     BatchIdConflictError,
     BatchVanishedError,
@@ -39,7 +40,7 @@ from odin_monitor.monitoring.result import (
     exit_code,
 )
 from odin_monitor.monitoring.schema import ModelRef, validate_scores
-from odin_monitor.monitoring.scorelog import BatchRecord, ScoreLog
+from odin_monitor.monitoring.scorelog import ScoreLog
 
 __all__ = [
     "EXIT_ALERT",

@@ -1,6 +1,6 @@
 """Alert rules over the batch history: binomial spike test and binomial CUSUM.
 
-Rules are pure: they take the committed :class:`~.scorelog.BatchRecord` history of
+Rules are pure: they take the committed :class:`~.batches.BatchRecord` history of
 one model version (oldest first) and return :class:`Alert` objects concerning the
 newest batch, so replaying the log reproduces every alert.
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from odin_monitor.monitoring.batches import BatchRecord, utcnow
 from odin_monitor.monitoring.errors import ConfigError
-from odin_monitor.monitoring.scorelog import BatchRecord, utcnow
 from odin_monitor.monitoring.stats import (
     binomial_pvalue,
     cusum_path,

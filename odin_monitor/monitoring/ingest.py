@@ -22,27 +22,24 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from odin_monitor.data import read_array
+from odin_monitor.columns import spread_transform
+from odin_monitor.data import load_folder, load_images, read_array
 from odin_monitor.errors import DataLoadError
+from odin_monitor.monitoring.batches import IMAGE_SUFFIXES, SCORE_SUFFIXES
 from odin_monitor.monitoring.errors import InvalidBatchError
 from odin_monitor.monitoring.schema import (
     UNKNOWN_CLASS,
     ModelRef,
     check_against_model,
-    spread_transform,
     validate_images,
     validate_scores,
 )
-
-SCORE_SUFFIXES = (".csv", ".parquet", ".pq")
-IMAGE_SUFFIXES = (".npy", ".npz")
 
 
 def complete_scores(frame: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
@@ -137,30 +134,31 @@ def read_image_file(path: str | Path) -> np.ndarray:
     return validate_images(array)
 
 
-def content_id(data: np.ndarray | pd.DataFrame) -> str:
-    """Deterministic batch id from content (sha256 prefix), for idempotent re-runs.
+def read_image_batch(
+    path: str | Path, input_shape: tuple[int, int, int] | None = None
+) -> np.ndarray:
+    """Read the images of a batch folder or array file, as the CLI accepts them.
+
+    A folder holds image files of any size, resized to ``input_shape``'s ``(H, W)``
+    with its channel count; an ``.npy``/``.npz`` holds uint8 ``(N, H, W, C)`` or
+    float ``(N, C, H, W)`` (:func:`odin_monitor.data.load_images`).
+
+    Raises:
+        DataLoadError: Missing, unreadable or malformed (a ``ValueError``; the
+            pipeline quarantines the batch).
 
     Example:
-        >>> content_id(np.zeros(3)) == content_id(np.zeros(3))
-        True
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "b.npz"
+        >>> np.savez(f, images=np.zeros((2, 8, 8, 3), dtype=np.uint8))
+        >>> read_image_batch(f).shape
+        (2, 3, 8, 8)
     """
-    h = hashlib.sha256()
-    if isinstance(data, pd.DataFrame):
-        h.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
-    else:
-        arr = np.ascontiguousarray(data)
-        h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-        h.update(arr.tobytes())
-    return "sha256-" + h.hexdigest()[:24]
-
-
-def file_id(path: str | Path) -> str:
-    """Deterministic batch id from a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256-" + h.hexdigest()[:24]
+    path = Path(path)
+    if path.is_dir() and input_shape is not None:
+        c, h, w = input_shape
+        return load_folder(path, size=(h, w), channels=c)
+    return load_images(path)
 
 
 def move_to_quarantine(path: str | Path, quarantine_dir: str | Path, batch_id: str) -> Path:

@@ -19,10 +19,9 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -31,33 +30,20 @@ import numpy as np
 import pandas as pd
 
 from odin_monitor.monitoring.alerts import Alert, BinomialSpikeRule, CusumRule, Rule, evaluate_rules
-from odin_monitor.monitoring.errors import ConfigError, InvalidBatchError
-from odin_monitor.monitoring.ingest import (
-    IMAGE_SUFFIXES,
-    complete_scores,
-    content_id,
-    file_id,
-    move_to_quarantine,
-    read_image_file,
-    read_score_file,
-)
-from odin_monitor.monitoring.notifiers import (
-    LogNotifier,
-    Notifier,
-    deliver_in_background,
-)
-from odin_monitor.monitoring.result import BatchResult
-from odin_monitor.monitoring.schema import ModelRef, validate_images, validate_scores
-from odin_monitor.monitoring.scorelog import (
+from odin_monitor.monitoring.batches import (
     BatchRecord,
-    ScoreLog,
     check_same_content,
-    scores_sha256,
 )
+from odin_monitor.monitoring.delivery import deliver_in_background
+from odin_monitor.monitoring.errors import ConfigError, InvalidBatchError
+from odin_monitor.monitoring.ingest import move_to_quarantine
+from odin_monitor.monitoring.inputs import ImageReader, Scorer, resolve_input
+from odin_monitor.monitoring.notifiers import LogNotifier, Notifier
+from odin_monitor.monitoring.result import BatchResult
+from odin_monitor.monitoring.schema import ModelRef
+from odin_monitor.monitoring.scorelog import ScoreLog
 
 logger = logging.getLogger(__name__)
-
-Scorer = Callable[[np.ndarray], pd.DataFrame]
 
 
 def _default_rules() -> tuple[Rule, ...]:
@@ -100,108 +86,6 @@ class MonitorConfig:
             raise ConfigError(
                 f"Expected delivery_budget as seconds >= 0, e.g. 2.0, but got {budget!r}."
             )
-
-
-@dataclass(frozen=True)
-class _Input:
-    """A batch resolved from the arguments, read lazily."""
-
-    batch_id: str
-    id_from_content: bool  # the id is a hash of the content: equal ids, equal content
-    read: Callable[[], tuple[str, Callable[[], pd.DataFrame]]]  # -> (content hash, scores)
-    source: Path | None
-
-
-def images_sha256(images: np.ndarray) -> str:
-    """Content hash of a validated image batch (dtype, shape and pixel bytes).
-
-    Example:
-        >>> images_sha256(np.zeros((1, 1, 2, 2), np.float32)) == images_sha256(
-        ...     np.zeros((1, 1, 2, 2), np.float32))
-        True
-    """
-    arr = np.ascontiguousarray(images)
-    h = hashlib.sha256(b"odin-images-v1")
-    h.update(f"{arr.dtype}:{arr.shape}".encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def _from_images(scorer: Scorer, images: np.ndarray) -> tuple[str, Callable[[], pd.DataFrame]]:
-    return images_sha256(images), lambda: _score(scorer, images)
-
-
-def _from_scores(frame: pd.DataFrame) -> tuple[str, Callable[[], pd.DataFrame]]:
-    return scores_sha256(frame), lambda: frame
-
-
-def _load(
-    model: ModelRef,
-    images: np.ndarray | str | Path | None,
-    scores: pd.DataFrame | str | Path | None,
-    scorer: Scorer | None,
-    batch_id: str | None,
-    source: str | Path | None,
-) -> _Input:
-    """Resolve the input arguments (nothing is read or scored yet)."""
-    if (images is None) == (scores is None):
-        raise ConfigError(
-            "Expected exactly one of images= or scores= but got "
-            f"{'both' if images is not None else 'neither'}."
-        )
-    if images is not None and scorer is None:
-        raise ConfigError("Expected a scorer callable when images= is given but got None.")
-    data = images if images is not None else scores
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.is_file():
-            raise ConfigError(f"Expected an existing batch file but got {str(path)!r}.")
-        bid = batch_id or file_id(path)
-        if images is not None or path.suffix.lower() in IMAGE_SUFFIXES:
-            if scorer is None:
-                raise ConfigError(f"Expected a scorer to score image file {path.name!r}.")
-            file_scorer = scorer
-            return _Input(
-                bid,
-                batch_id is None,
-                lambda: _from_images(file_scorer, read_image_file(path)),
-                path,
-            )
-        return _Input(
-            bid, batch_id is None, lambda: _from_scores(read_score_file(path, model)), path
-        )
-    origin = None if source is None else Path(source)
-    if images is not None:
-        arr = images
-        bid = batch_id or (content_id(arr) if isinstance(arr, np.ndarray) else "invalid-input")
-        score_fn: Scorer = scorer  # type: ignore[assignment]  # checked above
-        return _Input(
-            bid, batch_id is None, lambda: _from_images(score_fn, validate_images(arr)), origin
-        )
-    frame = scores
-    bid = batch_id or (content_id(frame) if isinstance(frame, pd.DataFrame) else "invalid-input")
-    return _Input(
-        bid, batch_id is None, lambda: _from_scores(complete_scores(frame, model)), origin
-    )
-
-
-def _score(scorer: Scorer, images: np.ndarray) -> pd.DataFrame:
-    try:
-        out = scorer(images)
-    except InvalidBatchError:
-        raise
-    except ValueError as exc:
-        # Bad input (the library's validation errors are ValueErrors). Anything else
-        # (out of memory, a bug) propagates: a good batch must not be quarantined.
-        raise InvalidBatchError(
-            f"Expected the scorer to accept the batch but it raised {exc!r}."
-        ) from exc
-    out = validate_scores(out)
-    if len(out) != len(images):
-        raise InvalidBatchError(
-            f"Expected one score row per image ({len(images)}) but the scorer returned {len(out)}."
-        )
-    return out
 
 
 def _evaluate(config: MonitorConfig, history: Sequence[BatchRecord]) -> tuple[Alert, ...]:
@@ -392,6 +276,7 @@ def process_batch(
     reference: pd.DataFrame | None = None,
     created_at: str | None = None,
     source: str | Path | None = None,
+    read_images: ImageReader | None = None,
 ) -> BatchResult:
     """Run one monitoring step for a batch of images or of precomputed scores.
 
@@ -409,6 +294,9 @@ def process_batch(
         created_at: ISO-8601 batch timestamp (default: now).
         source: The file or folder in-memory ``images``/``scores`` were read from;
             moved to ``quarantine_dir`` (and recorded) if the batch is invalid.
+        read_images: Reads an ``images`` path, file or folder (default: ``.npy``/``.npz``
+            of float (N, C, H, W), :func:`~.ingest.read_image_file`); whatever it
+            cannot read (a ``ValueError``) quarantines the batch.
 
     Returns:
         A :class:`BatchResult`; ``result.exit_code`` is the cron exit code.
@@ -416,6 +304,7 @@ def process_batch(
     Raises:
         ConfigError: On misuse (both/neither input, no scorer, no reference stored).
         BatchIdConflictError: ``batch_id`` is already logged with different content.
+        BatchVanishedError: An ``images`` path left before it was read.
 
     Example:
         >>> # result = process_batch(model, cfg, scores="serving-2024-06-01.parquet")
@@ -423,7 +312,7 @@ def process_batch(
     log = config.log
     if reference is not None:
         log.write_reference(model, reference)
-    batch = _load(model, images, scores, scorer, batch_id, source)
+    batch = resolve_input(model, images, scores, scorer, batch_id, source, read_images)
     bid = batch.batch_id
 
     existing = log.get_batch(bid)

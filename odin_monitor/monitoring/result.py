@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from odin_monitor.monitoring.alerts import Alert
-from odin_monitor.monitoring.scorelog import BatchRecord
+from odin_monitor.monitoring.batches import BatchRecord
 
 EXIT_OK = 0
 EXIT_ALERT = 3

@@ -22,208 +22,38 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from odin_monitor.columns import SCORE_COLUMNS, SCORE_DTYPES
-from odin_monitor.monitoring.errors import BatchIdConflictError, ScoreLogError
+from odin_monitor.monitoring.batches import (
+    BatchRecord,
+    check_same_content,
+    scores_sha256,
+    utcnow,
+)
+from odin_monitor.monitoring.errors import ScoreLogError
+from odin_monitor.monitoring.outbox import AlertRows, OutboxStore, insert_alerts
 from odin_monitor.monitoring.schema import ModelRef, validate_scores
-
-AlertRows = Iterable[tuple[str, str, dict[str, Any]]]
-"""Alerts as stored: ``(alert_id, rule, payload)``."""
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_id TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    calibration_sha256 TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    threshold_spread REAL NOT NULL,
-    tpr_target REAL NOT NULL,
-    n_images INTEGER NOT NULL,
-    n_ood INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    content_sha256 TEXT,
-    rules_checked_at TEXT
-);
-CREATE INDEX IF NOT EXISTS batches_model ON batches (model_name, model_version, seq);
-CREATE TABLE IF NOT EXISTS scores (
-    batch_id TEXT NOT NULL REFERENCES batches (batch_id),
-    idx INTEGER NOT NULL,
-    odin_score REAL NOT NULL,
-    spread_score REAL,
-    msp REAL,
-    predicted_class INTEGER NOT NULL,
-    is_ood INTEGER NOT NULL,
-    PRIMARY KEY (batch_id, idx)
-);
-CREATE TABLE IF NOT EXISTS reference_sets (
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    calibration_sha256 TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    n_images INTEGER NOT NULL,
-    PRIMARY KEY (model_name, model_version, calibration_sha256)
-);
-CREATE TABLE IF NOT EXISTS reference_scores (
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    calibration_sha256 TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    odin_score REAL NOT NULL,
-    spread_score REAL,
-    msp REAL,
-    predicted_class INTEGER NOT NULL,
-    is_ood INTEGER NOT NULL,
-    PRIMARY KEY (model_name, model_version, calibration_sha256, idx)
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_id TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    model_name TEXT,
-    model_version TEXT,
-    reason TEXT NOT NULL,
-    source_path TEXT,
-    quarantined_path TEXT
-);
-CREATE TABLE IF NOT EXISTS reports (
-    batch_id TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    html_path TEXT,
-    json_path TEXT,
-    project_id TEXT,
-    snapshot_id TEXT
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    alert_id TEXT NOT NULL REFERENCES alerts (alert_id),
-    notifier TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    updated_at TEXT NOT NULL,
-    next_attempt_at REAL,
-    claimed_until REAL,
-    PRIMARY KEY (alert_id, notifier)
-);
-"""
-
-# Columns added after the first release: (table, column, SQL type). Nullable, so old
-# rows stay valid (NULL content hash: not comparable; NULL rules_checked_at: the rules
-# are evaluated again on the next visit; NULL retry/claim times: due now).
-_MIGRATIONS = (
-    ("batches", "content_sha256", "TEXT"),
-    ("batches", "rules_checked_at", "TEXT"),
-    ("outbox", "next_attempt_at", "REAL"),
-    ("outbox", "claimed_until", "REAL"),
+from odin_monitor.monitoring.scorelog_db import (
+    BATCH_COLUMNS,
+    batch_record,
+    model_history,
+    score_frame,
+    score_rows,
 )
 
-_BATCH_COLUMNS = (
-    "seq, batch_id, created_at, model_name, model_version, calibration_sha256,"
-    " threshold, threshold_spread, tpr_target, n_images, n_ood, source, content_sha256,"
-    " rules_checked_at"
-)
+__all__ = ["AlertRows", "BatchRecord", "ScoreLog"]
 
 
-def utcnow() -> str:
-    """Current UTC time as an ISO-8601 string (the log's timestamp format)."""
-    return datetime.now(timezone.utc).isoformat()
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    """A committed batch, as stored in the ``batches`` table.
-
-    Attributes:
-        seq: Monotone sequence number (insertion order; the MLflow step).
-        batch_id: Caller- or content-derived id, unique in the log.
-        created_at: ISO-8601 UTC timestamp of the commit.
-        model: The detector that scored it.
-        n_images: Batch size.
-        n_ood: Number of images flagged OOD.
-        source: ``"scorer"`` or ``"ingest:<path>"``.
-        content_sha256: Hash of the batch's content (None for batches logged by
-            versions before 0.2, which stored none).
-        rules_checked: Whether the alert rules were evaluated on this batch and their
-            alerts stored (always true for batches committed with their alerts).
-    """
-
-    seq: int
-    batch_id: str
-    created_at: str
-    model: ModelRef
-    n_images: int
-    n_ood: int
-    source: str
-    content_sha256: str | None = None
-    rules_checked: bool = False
-
-    @property
-    def ood_rate(self) -> float:
-        """Share of the batch flagged OOD."""
-        return self.n_ood / self.n_images
-
-
-def _score_rows(key: tuple[Any, ...], scores: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
-    """Yield one insert tuple per image, prefixed by ``key``."""
-    cols = [scores[c].tolist() for c in SCORE_COLUMNS]
-    for i, (odin, spread, msp, cls, ood) in enumerate(zip(*cols, strict=True)):
-        yield (
-            *key,
-            i,
-            float(odin),
-            None if pd.isna(spread) else float(spread),
-            None if pd.isna(msp) else float(msp),
-            int(cls),
-            int(bool(ood)),
-        )
-
-
-def scores_sha256(scores: pd.DataFrame) -> str:
-    """Hash of a validated score frame (canonical columns, dtypes and values).
-
-    Example:
-        >>> frame = pd.DataFrame({"odin_score": [0.2], "spread_score": [1.0], "msp": [0.9],
-        ...                       "predicted_class": [3], "is_ood": [False]})
-        >>> scores_sha256(frame) == scores_sha256(frame.copy())
-        True
-    """
-    h = hashlib.sha256(b"odin-scores-v1")
-    frame = validate_scores(scores)
-    for col in SCORE_COLUMNS:
-        values = np.ascontiguousarray(frame[col].to_numpy())
-        h.update(f"{col}:{values.dtype}:{values.shape}".encode())
-        h.update(values.tobytes())
-    return h.hexdigest()
-
-
-def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)).astype(SCORE_DTYPES)
-
-
-class ScoreLog:
+class ScoreLog(OutboxStore):
     """SQLite score log; each method opens its own short-lived connection.
+
+    Batches, reference scores, quarantine and report rows here; stored alerts and
+    their outbox in :class:`~.outbox.OutboxStore`; tables, migrations and
+    connections in :class:`~.scorelog_db.Database`.
 
     Args:
         path: Database file (created with its parent folder if missing).
@@ -235,59 +65,6 @@ class ScoreLog:
         >>> log.pending_deliveries()
         []
     """
-
-    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.timeout = timeout
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-            self._migrate(con)
-
-    @staticmethod
-    def _migrate(con: sqlite3.Connection) -> None:
-        """Add the columns newer versions need to a score log written by an older one."""
-
-        def missing() -> list[tuple[str, str, str]]:
-            have = {
-                (table, row[1])
-                for table in {t for t, _, _ in _MIGRATIONS}
-                for row in con.execute(f"PRAGMA table_info({table})")
-            }
-            return [m for m in _MIGRATIONS if (m[0], m[1]) not in have]
-
-        if not missing():
-            return
-        con.execute("BEGIN IMMEDIATE")  # another process may be migrating too
-        try:
-            for table, column, sql_type in missing():
-                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        try:
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA foreign_keys=ON")
-            yield con
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
 
     # ------------------------------------------------------------------ batches
     def write_batch(
@@ -341,10 +118,10 @@ class ScoreLog:
         n_ood = int(scores["is_ood"].sum())
         with self._transaction() as con:
             row = con.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+                f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
             if row is not None:  # another process committed it meanwhile
-                check_same_content(_record(row), content)
+                check_same_content(batch_record(row), content)
             else:
                 con.execute(
                     "INSERT INTO batches (batch_id, created_at, model_name, model_version, "
@@ -369,11 +146,11 @@ class ScoreLog:
                 )
                 con.executemany(
                     "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    _score_rows((batch_id,), scores),
+                    score_rows((batch_id,), scores),
                 )
                 if alerts_for is not None:
-                    history = _model_history(con, model)
-                    _insert_alerts(con, alerts_for(history), notifiers)
+                    history = model_history(con, model)
+                    insert_alerts(con, alerts_for(history), notifiers)
         record = self.get_batch(batch_id)
         if record is None:  # pragma: no cover - would mean the commit was lost
             raise ScoreLogError(f"Batch {batch_id!r} was committed but cannot be read back.")
@@ -383,9 +160,9 @@ class ScoreLog:
         """Return the stored record of ``batch_id``, or None."""
         with self._connect() as con:
             row = con.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+                f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else batch_record(row)
 
     def store_alerts_of(self, batch_id: str, alerts: AlertRows, notifiers: Iterable[str]) -> None:
         """Store alerts re-evaluated for a committed batch and mark its rules checked.
@@ -395,7 +172,7 @@ class ScoreLog:
         outbox rows are left as they are.
         """
         with self._transaction() as con:
-            _insert_alerts(con, alerts, list(notifiers))
+            insert_alerts(con, alerts, list(notifiers))
             con.execute(
                 "UPDATE batches SET rules_checked_at = ? WHERE batch_id = ?"
                 " AND rules_checked_at IS NULL",
@@ -409,13 +186,13 @@ class ScoreLog:
 
     def history(self, model_name: str, model_version: str | None = None) -> list[BatchRecord]:
         """Committed batches of a model (optionally one version) in commit order."""
-        sql = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE model_name = ?"
+        sql = f"SELECT {BATCH_COLUMNS} FROM batches WHERE model_name = ?"
         args: tuple[Any, ...] = (model_name,)
         if model_version is not None:
             sql += " AND model_version = ?"
             args += (model_version,)
         with self._connect() as con:
-            return [_record(r) for r in con.execute(sql + " ORDER BY seq", args)]
+            return [batch_record(r) for r in con.execute(sql + " ORDER BY seq", args)]
 
     def read_scores(self, batch_id: str) -> pd.DataFrame:
         """The per-image scores of a committed batch (canonical columns/dtypes)."""
@@ -427,7 +204,7 @@ class ScoreLog:
             ).fetchall()
         if not rows:
             raise ScoreLogError(f"Expected a committed batch id but got unknown {batch_id!r}.")
-        return _frame(rows)
+        return score_frame(rows)
 
     # ---------------------------------------------------------------- reference
     def write_reference(self, model: ModelRef, scores: pd.DataFrame) -> bool:
@@ -452,7 +229,7 @@ class ScoreLog:
             )
             con.executemany(
                 "INSERT INTO reference_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _score_rows(key, scores),
+                score_rows(key, scores),
             )
         return True
 
@@ -471,7 +248,7 @@ class ScoreLog:
                 f"(calibration {model.calibration_sha256[:12]}) but got none; "
                 "call ScoreLog.write_reference(model, validation_scores) first."
             )
-        return _frame(rows)
+        return score_frame(rows)
 
     # --------------------------------------------------------------- quarantine
     def quarantine(
@@ -529,169 +306,3 @@ class ScoreLog:
             con.row_factory = sqlite3.Row
             row = con.execute("SELECT * FROM reports WHERE batch_id = ?", (batch_id,)).fetchone()
         return None if row is None else dict(row)
-
-    # ------------------------------------------------------------ alerts/outbox
-    def enqueue_alerts(self, alerts: AlertRows, notifiers: Iterable[str]) -> None:
-        """Persist alerts ``(alert_id, rule, payload)`` and one pending row per notifier.
-
-        Idempotent: an alert id already stored is left as is.
-        """
-        with self._transaction() as con:
-            _insert_alerts(con, alerts, list(notifiers))
-
-    def alert_payloads(self) -> list[dict[str, Any]]:
-        """Every stored alert payload, oldest first."""
-        with self._connect() as con:
-            return [
-                json.loads(r[0])
-                for r in con.execute("SELECT payload FROM alerts ORDER BY created_at, alert_id")
-            ]
-
-    def pending_deliveries(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """Undelivered ``(alert_id, notifier, payload)``, oldest first (due or not)."""
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT o.alert_id, o.notifier, a.payload FROM outbox o JOIN alerts a"
-                " ON a.alert_id = o.alert_id WHERE o.status = 'pending'"
-                " ORDER BY a.created_at, o.alert_id, o.notifier"
-            ).fetchall()
-        return [(a, n, json.loads(p)) for a, n, p in rows]
-
-    def due_deliveries(
-        self, notifiers: Iterable[str], now: float | None = None
-    ) -> list[tuple[str, str, int, dict[str, Any]]]:
-        """Pending rows of ``notifiers`` whose retry time has come and that nobody holds.
-
-        Returns:
-            ``(alert_id, notifier, attempts, payload)``, oldest first.
-        """
-        names = list(notifiers)
-        if not names:
-            return []
-        now = time.time() if now is None else now
-        marks = ", ".join("?" * len(names))
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT o.alert_id, o.notifier, o.attempts, a.payload FROM outbox o"
-                " JOIN alerts a ON a.alert_id = o.alert_id WHERE o.status = 'pending'"
-                f" AND o.notifier IN ({marks})"
-                " AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?)"
-                " AND (o.claimed_until IS NULL OR o.claimed_until <= ?)"
-                " ORDER BY a.created_at, o.alert_id, o.notifier",
-                (*names, now, now),
-            ).fetchall()
-        return [(a, n, int(k), json.loads(p)) for a, n, k, p in rows]
-
-    def claim_delivery(self, alert_id: str, notifier: str, *, lease: float) -> bool:
-        """Take one pending row for ``lease`` seconds; False if delivered or held elsewhere.
-
-        Two drains (threads or processes) therefore never send the same row at once.
-        A drain that dies mid-send releases the row when the lease runs out.
-        """
-        now = time.time()
-        with self._transaction() as con:
-            cur = con.execute(
-                "UPDATE outbox SET claimed_until = ? WHERE alert_id = ? AND notifier = ?"
-                " AND status = 'pending' AND (claimed_until IS NULL OR claimed_until <= ?)",
-                (now + lease, alert_id, notifier, now),
-            )
-            return cur.rowcount == 1
-
-    def mark_delivery(
-        self,
-        alert_id: str,
-        notifier: str,
-        *,
-        error: str | None = None,
-        retry_in: float = 0.0,
-    ) -> bool:
-        """Record one attempt on a pending outbox row and release its claim.
-
-        Args:
-            alert_id: The alert.
-            notifier: The notifier's outbox key.
-            error: None when delivered; else why the attempt failed (the row stays
-                pending and counts the attempt).
-            retry_in: After a failure, seconds before the row is due again.
-
-        Returns:
-            True if the row changed; False if it was already delivered (a delivered
-            row is never counted or marked twice).
-        """
-        status = "delivered" if error is None else "pending"
-        next_at = None if error is None else time.time() + max(0.0, retry_in)
-        with self._transaction() as con:
-            cur = con.execute(
-                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?,"
-                " updated_at = ?, next_attempt_at = ?, claimed_until = NULL"
-                " WHERE alert_id = ? AND notifier = ? AND status = 'pending'",
-                (status, error, utcnow(), next_at, alert_id, notifier),
-            )
-            return cur.rowcount == 1
-
-    def outbox(self) -> list[dict[str, Any]]:
-        """All outbox rows as dicts (for inspection and tests)."""
-        with self._connect() as con:
-            con.row_factory = sqlite3.Row
-            return [
-                dict(r) for r in con.execute("SELECT * FROM outbox ORDER BY alert_id, notifier")
-            ]
-
-
-def _record(row: tuple[Any, ...]) -> BatchRecord:
-    (seq, batch_id, created_at, name, version, sha, thr, thr_s, tpr, n, n_ood, source) = row[:12]
-    content, checked = row[12:14]
-    model = ModelRef(name, version, sha, float(thr), float(thr_s), float(tpr))
-    return BatchRecord(
-        int(seq),
-        batch_id,
-        created_at,
-        model,
-        int(n),
-        int(n_ood),
-        source,
-        content_sha256=content,
-        rules_checked=checked is not None,
-    )
-
-
-def check_same_content(existing: BatchRecord, content_sha256: str) -> None:
-    """Raise :class:`BatchIdConflictError` if a known batch id comes with other content.
-
-    A record without a stored hash (logged by an older version) cannot be compared
-    and is accepted as the same batch.
-    """
-    if existing.content_sha256 is None or existing.content_sha256 == content_sha256:
-        return
-    raise BatchIdConflictError(
-        f"Expected batch id {existing.batch_id!r} to name the batch already logged "
-        f"({existing.n_images} images at {existing.created_at}, content "
-        f"sha256 {existing.content_sha256[:12]}) but got different content "
-        f"(sha256 {content_sha256[:12]}); give this batch a new --batch-id/batch_id "
-        "(batch ids are idempotency keys: only an identical re-send is a no-op)."
-    )
-
-
-def _model_history(con: sqlite3.Connection, model: ModelRef) -> list[BatchRecord]:
-    """Batches of one model version and calibration, in commit order (inside ``con``)."""
-    rows = con.execute(
-        f"SELECT {_BATCH_COLUMNS} FROM batches WHERE model_name = ? AND model_version = ?"
-        " AND calibration_sha256 = ? ORDER BY seq",
-        (model.name, model.version, model.calibration_sha256),
-    ).fetchall()
-    return [_record(r) for r in rows]
-
-
-def _insert_alerts(con: sqlite3.Connection, alerts: AlertRows, notifiers: Sequence[str]) -> None:
-    now = utcnow()
-    for alert_id, rule, payload in alerts:
-        con.execute(
-            "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?)",
-            (alert_id, now, rule, json.dumps(payload, sort_keys=True)),
-        )
-        for name in notifiers:
-            con.execute(
-                "INSERT OR IGNORE INTO outbox (alert_id, notifier, status, updated_at)"
-                " VALUES (?, ?, 'pending', ?)",
-                (alert_id, name, now),
-            )

@@ -5,7 +5,7 @@ import pytest
 
 from odin_monitor.monitoring import MonitorConfig, ScoreLog
 from odin_monitor.monitoring.schema import ModelRef
-from tests.monitoring.helpers import make_model, make_scores
+from tests.monitoring.helpers import Hook, make_model, make_scores
 
 
 @pytest.fixture
@@ -31,3 +31,10 @@ def config(tmp_path, log) -> MonitorConfig:
         report_dir=tmp_path / "reports",
         workspace_dir=tmp_path / "workspace",
     )
+
+
+@pytest.fixture
+def hook():
+    h = Hook()
+    yield h
+    h.close()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import numpy as np
 import pandas as pd
 
@@ -85,3 +91,57 @@ def make_alert(i: int = 0) -> Alert:
         threshold=0.01,
         report_path="/r.html",
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Hook:
+    """A real local HTTP server; answers the scripted status codes, then 200."""
+
+    def __init__(self, port: int | None = None, statuses=(), delay: float = 0.0):
+        self.received: list[dict] = []
+        self.posts: list[str] = []  # alert id of every POST, answered 2xx or not
+        self.keys: list[str | None] = []  # Idempotency-Key headers
+        self.delay = delay  # seconds before answering (a slow endpoint)
+        self.statuses = list(statuses)
+        self.port = port or free_port()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append(json.loads(body)["alert_id"])
+                hook.keys.append(self.headers.get("Idempotency-Key"))
+                if hook.delay:
+                    time.sleep(hook.delay)
+                code = hook.statuses.pop(0) if hook.statuses else 200
+                if code == 200:
+                    hook.received.append(json.loads(body))
+                self.send_response(code)
+                if code in (301, 302, 303, 307):
+                    self.send_header("Location", hook.url)
+                self.end_headers()
+
+            def do_GET(self):  # where urllib would follow a redirect, body dropped
+                hook.received.append({"GET": self.path})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,7 +12,7 @@ import pytest
 
 from odin_monitor.monitoring import EXIT_QUARANTINED, InvalidBatchError, process_batch
 from odin_monitor.monitoring.ingest import complete_scores, read_image_file, read_score_file
-from odin_monitor.monitoring.schema import SCORE_ATOL, UNKNOWN_CLASS
+from odin_monitor.monitoring.schema import SCORE_ATOL, UNKNOWN_CLASS, ModelRef
 from tests.monitoring.helpers import K, T, fake_scorer_for, make_scores
 
 # --- Image batch files
@@ -189,3 +189,17 @@ def test_bad_score_file_is_quarantined_with_its_reason(config, model, reference,
     assert "odin_score in [0.1, 1]" in res.quarantine_reason
     assert "first [1, 4]" in res.quarantine_reason
     assert config.log.batch_ids() == [] and not path.exists()
+
+
+def test_spread_derived_for_ingested_logs_matches_the_core():
+    """A log holding only S gets the core's spread score T·log(K·S) for the model's T and K."""
+    import torch
+
+    from odin_monitor.scoring import max_softmax, spread_score
+
+    logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 4
+    for t in (1.0, 1000.0):
+        odin = max_softmax(logits, t).numpy().astype(np.float64)
+        model = ModelRef("m", "1", "0" * 64, float(np.median(odin)), 0.0, 0.95, t, 10)
+        derived = complete_scores(pd.DataFrame({"odin_score": odin}), model)["spread_score"]
+        np.testing.assert_allclose(derived, spread_score(logits, t).numpy(), rtol=1e-9, atol=1e-9)

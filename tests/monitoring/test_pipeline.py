@@ -138,8 +138,7 @@ def test_report_failure_does_not_lose_the_batch(config, model, reference, monkey
 
 def test_dead_webhook_does_not_stop_scoring(tmp_path, log, model, reference):
     from odin_monitor.monitoring import LogNotifier, WebhookNotifier
-
-    from .test_notifiers import Hook, free_port
+    from tests.monitoring.helpers import Hook, free_port
 
     port = free_port()
     hook = WebhookNotifier(f"http://127.0.0.1:{port}/a", retries=0, timeout=1.0, backoff=0.05)
@@ -404,9 +403,8 @@ def _webhook_config(tmp_path, log, url, **hook_kw):
 def test_dead_webhook_never_stalls_scoring_and_every_alert_arrives_once(
     tmp_path, log, model, reference
 ):
-    from odin_monitor.monitoring.notifiers import flush_deliveries
-
-    from .test_notifiers import Hook, free_port
+    from odin_monitor.monitoring.delivery import flush_deliveries
+    from tests.monitoring.helpers import Hook, free_port
 
     port = free_port()  # endpoint down; default retries=3, backoff 0.5 s
     cfg = _webhook_config(tmp_path, log, f"http://127.0.0.1:{port}/a")
@@ -441,9 +439,8 @@ def test_dead_webhook_never_stalls_scoring_and_every_alert_arrives_once(
 def test_slow_webhook_does_not_hold_scoring_and_is_posted_exactly_once(
     tmp_path, log, model, reference
 ):
-    from odin_monitor.monitoring.notifiers import flush_deliveries
-
-    from .test_notifiers import Hook
+    from odin_monitor.monitoring.delivery import flush_deliveries
+    from tests.monitoring.helpers import Hook
 
     server = Hook(delay=4.0)  # answers 200 after 4 s; the notifier waits up to 20 s
     cfg = _webhook_config(tmp_path, log, server.url, timeout=20.0)

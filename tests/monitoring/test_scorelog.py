@@ -128,7 +128,7 @@ CREATE TABLE outbox (
 
 def test_crash_mid_insert_leaves_no_partial_batch(log, model, monkeypatch):
     log.write_batch("ok", model, make_scores(10, 0.1, model))
-    original = scorelog_mod._score_rows
+    original = scorelog_mod.score_rows
 
     def crashing(key, scores):
         for i, row in enumerate(original(key, scores)):
@@ -136,10 +136,10 @@ def test_crash_mid_insert_leaves_no_partial_batch(log, model, monkeypatch):
                 raise RuntimeError("simulated crash")
             yield row
 
-    monkeypatch.setattr(scorelog_mod, "_score_rows", crashing)
+    monkeypatch.setattr(scorelog_mod, "score_rows", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         log.write_batch("broken", model, make_scores(10, 0.1, model))
-    monkeypatch.setattr(scorelog_mod, "_score_rows", original)
+    monkeypatch.setattr(scorelog_mod, "score_rows", original)
     assert log.batch_ids() == ["ok"]
     assert log.get_batch("broken") is None
     # retrying after the crash writes the batch exactly once
@@ -159,13 +159,13 @@ def test_killed_process_loses_nothing_and_duplicates_nothing(tmp_path, model):
         model = make_model()
         log = scorelog.ScoreLog({str(db)!r})
         log.write_batch("committed", model, make_scores(40, 0.1, model))
-        original = scorelog._score_rows
+        original = scorelog.score_rows
         def dying(key, scores):
             for i, row in enumerate(original(key, scores)):
                 if i == 20:
                     os.kill(os.getpid(), signal.SIGKILL)
                 yield row
-        scorelog._score_rows = dying
+        scorelog.score_rows = dying
         log.write_batch("in-flight", model, make_scores(40, 0.1, model))
         """
     )
