@@ -14,9 +14,7 @@ import pytest
 
 from odin_monitor.monitoring import MonitorConfig, ScoreLog, process_batch
 from odin_monitor.monitoring.reports import PANEL_TITLE
-from tests.monitoring.helpers import make_model, make_scores
-
-from .test_notifiers import free_port
+from tests.monitoring.helpers import free_port, make_model, make_scores
 
 RATES = [0.05, 0.08, 0.2]
 
