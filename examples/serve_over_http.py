@@ -4,14 +4,17 @@
 
 Uses models:/odin-demo@champion from MLFLOW_TRACKING_URI (default sqlite:///mlflow.db),
 running examples/log_your_classifier.py first if that alias does not exist yet. Starts
-the real server on 127.0.0.1, posts images (and a threshold override, and a bad
-request that gets a 400), checks the scores equal in-process scoring, then stops the
-server by its process group.
+the real server on 127.0.0.1, posts image files as base64 (PNG and JPEG of different
+sizes, resized by the model's own preprocessing; a threshold override; a request with
+a file that is no image, which gets a 400 naming the row), checks the scores equal
+in-process scoring, then stops the server by its process group.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import os
 import subprocess
@@ -25,6 +28,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from PIL import Image
 
 from mlflow_plugin.serving import running_server
 
@@ -50,6 +54,18 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def example_files() -> list[bytes]:
+    """Three small photos-to-be: a PNG and a JPEG of other sizes than the model's input."""
+    rng = np.random.default_rng(7)
+    files = []
+    for size, fmt in (((40, 30), "PNG"), ((32, 32), "PNG"), ((64, 48), "JPEG")):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, fmt)
+        files.append(buf.getvalue())
+    return files
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="odin-demo")
@@ -64,31 +80,39 @@ def main() -> None:
     with running_server(model_uri, tracking_uri=uri, timeout=120) as server:
         base = server.url
         print("$", " ".join(server.command))
-        rng = np.random.default_rng(7)
-        shape = tuple(mlflow.models.get_model_info(model_uri).signature.inputs.inputs[0].shape[1:])
-        x = rng.uniform(0, 1, (3, *shape)).astype(np.float32)
-
-        status, body = post(f"{base}/invocations", {"inputs": x.tolist()})
+        files = example_files()
+        request = {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[base64.b64encode(f).decode()] for f in files],
+            }
+        }
+        status, body = post(f"{base}/invocations", request)
         served = pd.DataFrame(body["predictions"])
-        print(f"POST /invocations -> {status}\n{served.to_string(index=False)}")
-        local = mlflow.pyfunc.load_model(model_uri).predict(x)
+        print(
+            f"POST /invocations ({len(files)} files) -> {status}\n{served.to_string(index=False)}"
+        )
+        local = mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"image": files}))
         gap = float(np.abs(served["odin_score"] - local["odin_score"]).max())
         print(f"max |served - in-process| odin_score: {gap:.2e}")
         if gap > 1e-6 or not (served["is_ood"] == local["is_ood"]).all():
             raise SystemExit("served scores differ from in-process scores")
 
-        status, body = post(
-            f"{base}/invocations", {"inputs": x.tolist(), "params": {"threshold": 1.0}}
-        )
+        status, body = post(f"{base}/invocations", {**request, "params": {"threshold": 1.0}})
         print(
             f"with params threshold=1.0 -> {status}, "
             f"is_ood={[row['is_ood'] for row in body['predictions']]}"
         )
 
-        status, body = post(f"{base}/invocations", {"inputs": (x * 255).tolist()})
-        print(f"pixels in [0, 255] -> {status}: {body['message'].splitlines()[-1]}")
+        bad = {"dataframe_split": {"columns": ["image"], "data": [
+            [base64.b64encode(files[0]).decode()], [base64.b64encode(b"not an image").decode()]
+        ]}}  # fmt: skip
+        status, body = post(f"{base}/invocations", bad)
+        # Stock `mlflow models serve` echoes the input before the reason (odin-monitor serve
+        # puts the reason first): show the reason.
+        print(f"a file that is no image -> {status}: {body['message'].rsplit('Error: ', 1)[-1]}")
         if status != 400:
-            raise SystemExit("expected a 400 for out-of-range pixels")
+            raise SystemExit("expected a 400 for a file that is no image")
     print("server stopped")
 
 

@@ -1,27 +1,31 @@
-"""Score a Spark DataFrame of flattened images with mlflow.pyfunc.spark_udf (local mode).
+"""Score a folder of image files with Spark's binaryFile reader and mlflow.pyfunc.spark_udf.
 
     .venv/bin/pip install -e '.[spark]'   # pyspark; Spark also needs Java 17+
     .venv/bin/python examples/spark_batch_scoring.py
 
 Uses models:/odin-demo@champion from MLFLOW_TRACKING_URI (default sqlite:///mlflow.db),
 running examples/log_your_classifier.py first if that alias does not exist yet.
-Workers run this environment's python (PYSPARK_PYTHON), and the scores are checked
-against in-process scoring.
+Writes --n PNG files into a temporary folder, reads them with
+spark.read.format("binaryFile") (local mode), scores the `content` column with the
+model's own decoding and resizing, and checks the scores against in-process scoring of
+the same files. Workers run this environment's python (PYSPARK_PYTHON).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from PIL import Image
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -41,6 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         from pyspark.sql import SparkSession
+        from pyspark.sql.functions import col
     except ImportError:
         raise SystemExit("pyspark is not installed: .venv/bin/pip install -e '.[spark]'") from None
 
@@ -51,7 +56,12 @@ def main() -> None:
         script = Path(__file__).with_name("log_your_classifier.py")
         subprocess.run([sys.executable, str(script), "--name", args.name], check=True)
     model_uri = f"models:/{args.name}@{args.alias}"
-    shape = tuple(mlflow.models.get_model_info(model_uri).signature.inputs.inputs[0].shape[1:])
+
+    folder = Path(tempfile.mkdtemp(prefix="odin-spark-"))
+    rng = np.random.default_rng(0)
+    for i in range(args.n):
+        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img-{i:05d}.png")
 
     spark = (
         SparkSession.builder.master("local[2]")
@@ -61,24 +71,21 @@ def main() -> None:
         .getOrCreate()
     )
     try:
-        rng = np.random.default_rng(0)
-        x = rng.uniform(0, 1, (args.n, *shape)).astype(np.float32)
-        rows = [(i, img.reshape(-1).tolist()) for i, img in enumerate(x)]
-        df = spark.createDataFrame(rows, "id long, image array<float>")
-        print(
-            f"{df.count()} images of {math.prod(shape)} floats each, "
-            f"{df.rdd.getNumPartitions()} partitions"
-        )
+        df = spark.read.format("binaryFile").option("pathGlobFilter", "*.png").load(str(folder))
+        print(f"{df.count()} image files, {df.rdd.getNumPartitions()} partitions")
         odin = mlflow.pyfunc.spark_udf(
             spark, model_uri, result_type=RESULT_TYPE, env_manager="local"
         )
-        scored = df.withColumn("odin", odin("image")).select("id", "odin.*")
-        out = scored.toPandas().sort_values("id").reset_index(drop=True)
+        scored = df.withColumn("odin", odin(col("content").alias("image")))
+        out = scored.select("path", "odin.*").toPandas().sort_values("path")
     finally:
         spark.stop()
-    print(out.head().to_string(index=False))
-    local = mlflow.pyfunc.load_model(model_uri).predict(x)
-    gap = float(np.abs(out["odin_score"] - local["odin_score"]).max())
+    print(out.drop(columns="path").head().to_string(index=False))
+    files = sorted(folder.glob("*.png"))
+    local = mlflow.pyfunc.load_model(model_uri).predict(
+        pd.DataFrame({"image": [f.read_bytes() for f in files]})
+    )
+    gap = float(np.abs(out["odin_score"].to_numpy() - local["odin_score"].to_numpy()).max())
     print(f"OOD rate {out['is_ood'].mean():.1%}; max |spark - in-process| odin_score: {gap:.2e}")
     if gap > 1e-6:
         raise SystemExit("Spark scores differ from in-process scores")

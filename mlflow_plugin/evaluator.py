@@ -132,7 +132,13 @@ class OdinEvaluator(ModelEvaluator):
         except OdinError as err:
             raise MlflowException.invalid_parameter_value(str(err)) from err
         images = np.ascontiguousarray(images, dtype=np.float32)
-        return model.predict(images)
+        # The detector itself: an image model's signature takes encoded files, while the
+        # evaluation data are pixel rows; the scores are the same either way.
+        detector = model.get_raw_model()
+        try:
+            return detector.score_batch(images).to_frame()
+        except OdinError as err:
+            raise MlflowException.invalid_parameter_value(str(err)) from err
 
     def evaluate(
         self,

@@ -50,7 +50,13 @@ from mlflow_plugin.export import (
     load_from_factory,
     save_state_dict,
 )
-from mlflow_plugin.pyfunc import OdinPyfuncModel, model_signature, resolve_device
+from mlflow_plugin.pyfunc import (
+    IMAGE_COLUMN,
+    InputKind,
+    OdinPyfuncModel,
+    model_signature,
+    resolve_device,
+)
 from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
 from odin_monitor.columns import SCORE_COLUMNS
@@ -88,7 +94,8 @@ _SHIPPED_FILES: dict[str, tuple[str, ...]] = {
     "odin_monitor": (
         "__init__.py", "_version.py", "py.typed", "calibration.py", "columns.py",
         "detector.py", "errors.py", "grid.py", "hyper.py", "metrics.py", "modelref.py",
-        "normalization.py", "record.py", "scoring.py", "synthetic.py", "validation.py",
+        "normalization.py", "preprocess.py", "record.py", "scoring.py", "synthetic.py",
+        "validation.py",
         "models",
     ),
     "mlflow_plugin": (
@@ -203,6 +210,35 @@ def _default_input_example(input_shape: tuple[int, ...]) -> np.ndarray:
     return np.round(rng.uniform(0.0, 1.0, (2, *input_shape)), 3).astype(np.float32)
 
 
+def _png_example(images: np.ndarray) -> pd.DataFrame:
+    """Float ``(n, C, H, W)`` images as an ``image`` column of PNG files."""
+    import io
+
+    from PIL import Image
+
+    files = []
+    for x in np.asarray(images, dtype=np.float32):
+        pixels = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
+        buf = io.BytesIO()
+        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buf, "PNG")
+        files.append(buf.getvalue())
+    return pd.DataFrame({IMAGE_COLUMN: files})
+
+
+def _input_kind(requested: InputKind | None, record: CalibrationRecord) -> InputKind:
+    kind = requested or ("image" if record.preprocessing is not None else "tensor")
+    if kind not in ("image", "tensor"):
+        raise MlflowException.invalid_parameter_value(
+            f"Expected input_kind='image' or 'tensor', but got {requested!r}."
+        )
+    if kind == "image" and record.preprocessing is None:
+        raise MlflowException.invalid_parameter_value(
+            "input_kind='image' needs a preprocessing spec in the calibration record "
+            "(calibrate(..., preprocessing=Preprocessing(...)) or the default 'auto')."
+        )
+    return kind
+
+
 def _write_data(
     path: str, det: OdinDetector, record: CalibrationRecord, result: CalibrationResult | None
 ) -> tuple[str | None, str | None]:
@@ -233,6 +269,7 @@ def save_model(
     extra_pip_requirements: Sequence[str] | str | None = None,
     metadata: Mapping[str, Any] | None = None,
     mlflow_model: Model | None = None,
+    input_kind: InputKind | None = None,
 ) -> None:
     """Save a calibrated detector as an MLflow model folder (no pickle in it).
 
@@ -247,13 +284,17 @@ def save_model(
         model_factory: ``"package.module:factory"``, a zero-argument callable returning
             the architecture, for the state_dict fallback. It must be importable where
             the model is loaded (ship its code with ``code_paths``).
-        input_example: float32 images ``(n, C, H, W)``; default two seeded noise images.
+        input_example: float32 images ``(n, C, H, W)`` (stored as PNG files for an image
+            model), or a DataFrame with an ``image`` column; default two seeded noise images.
         code_paths: Extra code to ship with the model (e.g. the factory's module).
         conda_env: As in MLflow's flavours.
         pip_requirements: As in MLflow's flavours.
         extra_pip_requirements: As in MLflow's flavours.
         metadata: Custom metadata stored in ``MLmodel``.
         mlflow_model: Used by :func:`log_model`.
+        input_kind: What the pyfunc takes: ``"image"`` (one binary ``image`` column of
+            encoded files, decoded by the record's preprocessing spec; the default when
+            the record has one) or ``"tensor"`` (float32 ``(N, C, H, W)``, as before).
 
     Raises:
         ModelExportError: ``torch.export`` cannot capture the classifier and no
@@ -275,12 +316,15 @@ def save_model(
     reference, grid = _write_data(path, det, rec, result)
     code_dir = _ship_code(path, code_paths)
 
+    kind = _input_kind(input_kind, rec)
     example = _default_input_example(input_shape) if input_example is None else input_example
     if isinstance(example, torch.Tensor):
         example = example.detach().cpu().numpy()
+    if kind == "image" and not isinstance(example, pd.DataFrame):
+        example = _png_example(example)
     compat.save_input_example(mlflow_model, example, path)
     mlflow_model.signature = model_signature(
-        input_shape, threshold=rec.threshold, batch_size=int(det.batch_size)
+        input_shape, threshold=rec.threshold, batch_size=int(det.batch_size), input_kind=kind
     )
     if metadata is not None:
         mlflow_model.metadata = dict(metadata)
@@ -303,6 +347,7 @@ def save_model(
         class_names=None if rec.class_names is None else list(rec.class_names),
         batch_size=int(det.batch_size),
         calibration_sha256=rec.sha256(),
+        input_kind=kind,
         odin_monitor_version=odin_monitor.__version__,
         torch_version=str(torch.__version__),
         code=code_dir,
@@ -343,6 +388,7 @@ def log_model(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     log_calibration: bool = True,
+    input_kind: InputKind | None = None,
 ) -> ModelInfo:
     """Log a calibrated detector to the active run (one is started if none is active).
 
@@ -369,6 +415,8 @@ def log_model(
         params: Extra params of the logged model.
         tags: Tags of the logged model.
         log_calibration: Log the calibration params, metrics and figures to the run.
+        input_kind: See :func:`save_model` (``"image"`` by default when the record has a
+            preprocessing spec).
 
     Returns:
         MLflow's :class:`~mlflow.models.model.ModelInfo` (``model_uri``,
@@ -415,6 +463,7 @@ def log_model(
             metadata=metadata,
             params=dict(params) if params else None,
             tags=dict(tags) if tags else None,
+            input_kind=input_kind,
         )
         if registered_model_name is not None and info.registered_model_version is not None:
             tag_model_version(registered_model_name, str(info.registered_model_version), rec)
@@ -638,6 +687,10 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     device = resolve_device((model_config or {}).get("device"))
     det = _load_detector(path, conf, device=device)
     _check_signature_matches(path, float(det.threshold_))
+    record = _read_record(path, conf)
     return OdinPyfuncModel(
-        det, batch_size=int(conf.get("batch_size", det.batch_size)), threshold=det.threshold_
+        det,
+        batch_size=int(conf.get("batch_size", det.batch_size)),
+        threshold=det.threshold_,
+        preprocessing=record.preprocessing,
     )

@@ -1,11 +1,20 @@
 """The pyfunc wrapper: validated images in, one row of ODIN scores per image out.
 
-``predict`` accepts what MLflow hands a tensor-signature model (a float32 array
-``(N, C, H, W)``), and also flattened images ``(N, C·H·W)`` or a one-column
-DataFrame of per-image arrays (as ``spark_udf`` and ``mlflow.models.evaluate``
-pass them). Every input goes through :func:`odin_monitor.validation.as_image_tensor`:
-a wrong shape, dtype, channel count, NaN or a pixel outside [0, 1] is an
-``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400 through the server).
+Two routes, fixed by the model's signature (:func:`model_signature`):
+
+* **image** (the default of models with a preprocessing spec): a DataFrame with one
+  binary column ``image`` of encoded files (JPEG, PNG, WebP, BMP, GIF), decoded and
+  resized by the record's :class:`~odin_monitor.preprocess.Preprocessing`. Through
+  ``mlflow models serve``: ``{"dataframe_split": {"columns": ["image"], "data":
+  [["<base64>"], ...]}}``; through ``spark_udf``: a binary column (the ``content`` of
+  ``spark.read.format("binaryFile")``).
+* **tensor**: float32 ``(N, C, H, W)`` in [0, 1] (``{"inputs": [...]}``), also flattened
+  images ``(N, C·H·W)`` or a one-column DataFrame of per-image arrays.
+
+Every input ends in :func:`odin_monitor.validation.as_image_tensor`: a wrong shape,
+dtype, channel count, NaN, a pixel outside [0, 1], or a file that is no image (each
+bad row named, nothing scored) is an ``MlflowException`` with
+``INVALID_PARAMETER_VALUE`` (HTTP 400 through the server).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,19 +34,35 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from odin_monitor.columns import MLFLOW_TYPES, SCORE_COLUMNS
 from odin_monitor.detector import OdinDetector
 from odin_monitor.errors import InputValidationError, OdinError
+from odin_monitor.preprocess import Preprocessing, preprocess_images
 
 __all__ = [
+    "IMAGE_COLUMN",
     "OdinPyfuncModel",
+    "image_column",
     "images_from_input",
     "model_signature",
     "resolve_device",
 ]
 
 
+#: The one binary input column of an image model (encoded files: JPEG, PNG, ...).
+IMAGE_COLUMN = "image"
+InputKind = Literal["image", "tensor"]
+
+
 def model_signature(
-    input_shape: tuple[int, ...], *, threshold: float, batch_size: int
+    input_shape: tuple[int, ...],
+    *,
+    threshold: float,
+    batch_size: int,
+    input_kind: InputKind = "tensor",
 ) -> ModelSignature:
-    """Tensor input ``float32 (-1, C, H, W)``, the score columns out, and the params.
+    """The input, the score columns out, and the params.
+
+    ``input_kind="image"``: one binary column ``image`` (encoded image files; MLflow
+    decodes base64 for it in ``dataframe_split`` requests, Spark passes a binary column
+    as bytes). ``"tensor"``: a float32 tensor ``(-1, C, H, W)`` in [0, 1].
 
     The params' defaults are the calibrated values, because MLflow applies a
     ParamSpec's default on every call that does not pass the param.
@@ -46,8 +71,18 @@ def model_signature(
         >>> sig = model_signature((3, 8, 8), threshold=0.2, batch_size=64)
         >>> sig.inputs.inputs[0].shape, sig.params.to_dict()[1]["default"]
         ((-1, 3, 8, 8), 0.2)
+        >>> model_signature((3, 8, 8), threshold=0.2, batch_size=64,
+        ...                 input_kind="image").inputs.input_names()
+        ['image']
     """
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *map(int, input_shape)))])
+    if input_kind == "image":
+        inputs = Schema([ColSpec("binary", IMAGE_COLUMN)])
+    elif input_kind == "tensor":
+        inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *map(int, input_shape)))])
+    else:
+        raise MlflowException.invalid_parameter_value(
+            f"Expected input_kind 'image' or 'tensor', but got {input_kind!r}."
+        )
     outputs = Schema([ColSpec(MLFLOW_TYPES[c], c) for c in SCORE_COLUMNS])
     params = ParamSchema(
         [
@@ -143,6 +178,16 @@ def images_from_input(model_input: Any, input_shape: tuple[int, ...]) -> np.ndar
     return x
 
 
+def image_column(model_input: Any) -> Any | None:
+    """The values of an ``image`` column (a DataFrame's, or a dict's), else ``None``."""
+    if isinstance(model_input, pd.DataFrame) and IMAGE_COLUMN in model_input.columns:
+        return model_input[IMAGE_COLUMN].tolist()
+    if isinstance(model_input, Mapping) and IMAGE_COLUMN in model_input:
+        values = model_input[IMAGE_COLUMN]
+        return values.tolist() if isinstance(values, (np.ndarray, pd.Series)) else list(values)
+    return None
+
+
 class OdinPyfuncModel:
     """What ``mlflow.pyfunc.load_model`` wraps for the ``odin`` flavour.
 
@@ -150,12 +195,22 @@ class OdinPyfuncModel:
         detector: A fitted :class:`~odin_monitor.OdinDetector` on its device.
         batch_size: Default images per chunk (the signature's default).
         threshold: Default δ (the signature's default; the calibrated value).
+        preprocessing: How encoded images become inputs (the record's), or ``None``
+            for a model that takes tensors only.
     """
 
-    def __init__(self, detector: OdinDetector, *, batch_size: int, threshold: float) -> None:
+    def __init__(
+        self,
+        detector: OdinDetector,
+        *,
+        batch_size: int,
+        threshold: float,
+        preprocessing: Preprocessing | None = None,
+    ) -> None:
         self.detector = detector
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
+        self.preprocessing = preprocessing
 
     def get_raw_model(self) -> OdinDetector:
         """The underlying detector (``PyFuncModel.get_raw_model()`` returns it)."""
@@ -189,7 +244,9 @@ class OdinPyfuncModel:
         """Score images; one row per image.
 
         Args:
-            model_input: float32 images ``(N, C, H, W)`` in [0, 1] (see
+            model_input: A DataFrame with an ``image`` column of encoded image files
+                (bytes, or base64 text), decoded with the model's preprocessing spec;
+                or float32 images ``(N, C, H, W)`` in [0, 1] (see
                 :func:`images_from_input` for the other accepted layouts).
             params: ``batch_size`` (images per chunk, caps memory) and ``threshold``
                 (δ override); both default to the saved values.
@@ -205,9 +262,22 @@ class OdinPyfuncModel:
         det = copy.copy(self.detector)
         det.batch_size = batch_size
         try:
-            x = images_from_input(model_input, tuple(det.input_shape_))
+            x = self._images(model_input, tuple(det.input_shape_))
             # Concurrent requests take turns inside the core's per-model lock.
             scores = det.score_batch(x, threshold=threshold)
         except OdinError as err:
             raise MlflowException.invalid_parameter_value(str(err)) from err
         return scores.to_frame()
+
+    def _images(self, model_input: Any, input_shape: tuple[int, ...]) -> Any:
+        encoded = image_column(model_input)
+        if encoded is None:
+            return images_from_input(model_input, input_shape)
+        if self.preprocessing is None:
+            raise InputValidationError(
+                "Expected float32 image tensors: this model was logged without a "
+                "preprocessing spec, so it cannot decode image files. Re-log it with "
+                "odin-monitor >= this version to accept encoded images."
+            )
+        batch, _ = preprocess_images(encoded, self.preprocessing)
+        return batch

@@ -38,6 +38,8 @@ def calibration_tags(record: CalibrationRecord) -> dict[str, str]:
         "odin.tpr_target": repr(float(record.tpr_target)),
         "odin.calibration_sha256": record.sha256(),
     }
+    if record.preprocessing is not None:
+        tags["odin.preprocessing"] = record.preprocessing.describe()
     for key, value in sorted(record.metrics.items()):
         if math.isfinite(float(value)):
             tags[f"odin.metric.{key}"] = repr(float(value))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from odin_monitor.grid import (
 from odin_monitor.hyper import check_epsilon, check_grid, check_temperature
 from odin_monitor.metrics import ood_metrics
 from odin_monitor.normalization import Normalization
+from odin_monitor.preprocess import Preprocessing
 from odin_monitor.record import CalibrationRecord, ValidationSource, content_sha256
 from odin_monitor.scoring import ProgressCallback, grid_scores
 from odin_monitor.synthetic import gaussian_noise, uniform_noise
@@ -170,6 +171,7 @@ def calibrate(
     ood_name: str | None = None,
     class_names: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
+    preprocessing: Preprocessing | Literal["auto"] | None = "auto",
 ) -> CalibrationResult:
     """Choose ``(T, ε)`` minimising FPR at ``tpr_target`` and fit δ.
 
@@ -193,6 +195,10 @@ def calibrate(
         class_names: Optional class names stored in the record.
         progress: Called with the number of images finished after each chunk;
             the total is ``2 * N_in + N_out``.
+        preprocessing: How raw image files become the model's input, stored in the
+            record (:class:`~odin_monitor.preprocess.Preprocessing`; the spec the images
+            were loaded with, when loaded from files); ``"auto"``: an exact bilinear
+            resize to the input size; ``None``: tensors only.
 
     Returns:
         :class:`CalibrationResult` with the fitted detector, its record and the grid.
@@ -213,17 +219,21 @@ def calibrate(
     x_ood, ood_sources = _ood_sets(
         x_ood_val, (c, h, w), n_synthetic or int(x_id.shape[0]), seed, ood_name
     )
-    common = {
-        "temperatures": temps,
-        "epsilons": eps,
-        "normalization": normalization,
-        "batch_size": batch_size,
-        "mixed_precision": mixed_precision,
-        "device": device,
-        "progress": progress,
-    }
-    s_id = grid_scores(model, x_id, **common).numpy()  # type: ignore[arg-type]
-    s_ood = grid_scores(model, x_ood, **common).numpy()  # type: ignore[arg-type]
+
+    def scores(x: torch.Tensor) -> np.ndarray:
+        return grid_scores(
+            model,
+            x,
+            temperatures=temps,
+            epsilons=eps,
+            normalization=normalization,
+            batch_size=batch_size,
+            mixed_precision=mixed_precision,
+            device=device,
+            progress=progress,
+        ).numpy()
+
+    s_id, s_ood = scores(x_id), scores(x_ood)
     grid = CalibrationGrid.from_scores(s_id, s_ood, temps, eps, tpr)
     best = grid.best
     detector = OdinDetector(
@@ -249,5 +259,6 @@ def calibrate(
             f"min fpr_at_tpr@{tpr:g} over {len(temps)}x{len(eps)} (T, epsilon) grid on OOD "
             f"validation [{names}]{' (synthetic)' if x_ood_val is None else ''}"
         ),
+        preprocessing=preprocessing,
     )
     return CalibrationResult(detector=detector, record=record, grid=grid)

@@ -8,19 +8,22 @@ from a local root. Every failure names the file or index and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
 from odin_monitor.errors import DataLoadError, InputValidationError
+from odin_monitor.preprocess import ImageDecodeError, Preprocessing, decode_image, fit_geometry
 
 if TYPE_CHECKING:
-    from PIL import Image as PILImage
+    pass
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -260,31 +263,37 @@ def load_folder(
     seed: int = 0,
     limit: int | None = None,
     channels: int = 3,
+    preprocessing: Preprocessing | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Load every image file in a folder (recursively, sorted by path).
 
+    Each file goes through :mod:`odin_monitor.preprocess`, the same decoding and
+    resizing a served model applies to the same file's bytes.
+
     Args:
         folder: The folder.
-        size: ``(H, W)`` of the output; default the size of the first image, in
-            which case every image must have it.
-        fit: ``"resize"`` or ``"crop"`` (random crop, padded by reflection when
-            the image is smaller).
+        size: ``(H, W)`` of the output; default the size of the first image.
+        fit: ``"resize"`` (an exact resize) or ``"crop"`` (a random crop, padded by
+            reflection when the image is smaller: for building OOD sets).
         seed: Seed of the random crops.
         limit: Keep only the first ``limit`` files.
         channels: 3 for RGB, 1 for grayscale.
+        preprocessing: The full spec (then ``size``, ``fit`` and ``channels`` are not
+            used): what a model's record says.
+        report: Called with one line when images were resized (from which sizes, to
+            which, how).
 
     Returns:
         float32 ``(N, C, H, W)`` in [0, 1].
 
     Raises:
-        DataLoadError: No image file, or one that cannot be decoded, is larger than
-            Pillow's ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb), or holds
-            16-bit or float values outside their range.
+        DataLoadError: No image file, or one that cannot be decoded, is over the pixel
+            limit (a decompression bomb), or holds values outside its range.
 
-    8-bit images are converted by Pillow (``RGB`` or ``L``) and divided by 255;
-    16-bit grayscale (``I;16``, ``I``) is divided by 65535 and float (``F``) taken
-    as is, then repeated over the channels: never clipped to 8 bits. Pillow opens
-    16-bit colour PNGs as 8-bit ``RGB`` (the high byte), within 1/255 of the value.
+    8-bit images are divided by 255; 16-bit grayscale (``I;16``, ``I``) by 65535, then
+    repeated over the channels: never clipped to 8 bits. Pillow opens 16-bit colour
+    PNGs as 8-bit ``RGB`` (the high byte), within 1/255 of the value.
 
     Example:
         >>> import tempfile
@@ -294,8 +303,6 @@ def load_folder(
         >>> load_folder(d).max()
         np.float32(1.0)
     """
-    from PIL import Image
-
     if fit not in ("resize", "crop"):
         raise InputValidationError(f"Expected fit='resize' or 'crop', but got {fit!r}.")
     if channels not in (1, 3):
@@ -309,77 +316,66 @@ def load_folder(
             f"Expected image files ({', '.join(IMAGE_SUFFIXES)}) in {root}, but found none."
         )
     rng = np.random.default_rng(seed)
+    spec = preprocessing
     out: list[np.ndarray] = []
+    resized: dict[tuple[int, int], int] = {}
     for f in files:
-        img = _read_image(f, "RGB" if channels == 3 else "L")
-        if size is None:
-            size = (img.height, img.width)
-        h, w = size
-        if (img.height, img.width) != (h, w):
-            if fit == "resize":
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-            else:
-                arr = np.asarray(img)
-                pad_h, pad_w = max(0, h - arr.shape[0]), max(0, w - arr.shape[1])
-                if pad_h or pad_w:
-                    pads = ((0, pad_h), (0, pad_w)) + (((0, 0),) if arr.ndim == 3 else ())
-                    arr = np.pad(arr, pads, mode="reflect")
-                top = int(rng.integers(0, arr.shape[0] - h + 1))
-                left = int(rng.integers(0, arr.shape[1] - w + 1))
-                img = Image.fromarray(arr[top : top + h, left : left + w])
-        arr = np.asarray(img)
-        # Same arithmetic as to_float_nchw for 8-bit images: float32 / float32(255).
-        x = arr.astype(np.float32) / np.float32(255) if arr.dtype == np.uint8 else arr
-        x = x if x.ndim == 3 else np.repeat(x[..., None], channels, axis=2)
-        out.append(x.astype(np.float32, copy=False))
-    return np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2))
-
-
-def _read_image(f: Path, mode: str) -> PILImage.Image:
-    """Decode one image file: 8-bit as ``mode`` (RGB or L), 16-bit/float as one F plane."""
-    from PIL import Image
-
-    max_pixels = Image.MAX_IMAGE_PIXELS  # read, never changed: it is Pillow's global
-    try:
-        with Image.open(f) as im:
-            if max_pixels is not None and im.width * im.height > max_pixels:
-                raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} = {im.width * im.height:,} pixels"
-                )
-            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-                return _high_depth_plane(im, f)
-            img = im.convert(mode)
-            img.load()
-            return img
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataLoadError(
-            f"Expected an image of at most Image.MAX_IMAGE_PIXELS = {max_pixels:,} pixels, "
-            f"but {f} is larger ({err}): a decompression bomb, or an image far larger than "
-            "a classifier's input. Resize it before scoring."
-        ) from err
-    except (*_READ_ERRORS, SyntaxError) as err:
-        raise DataLoadError(f"Cannot read image {f}: {err}.") from err
-
-
-def _high_depth_plane(im: PILImage.Image, f: Path) -> PILImage.Image:
-    """A 16-bit (``I;16*``, ``I``) or float (``F``) grayscale image as F in [0, 1]."""
-    from PIL import Image
-
-    values = np.asarray(im)
-    if im.mode == "F":
-        scaled = values.astype(np.float32)
-        expected = "float pixels in [0, 1]"
-    else:
-        scaled = (values.astype(np.float64) / 65535).astype(np.float32)
-        expected = "16-bit pixels in [0, 65535]"
-    finite = np.isfinite(scaled)
-    if not finite.all() or scaled.min() < 0 or scaled.max() > 1:
-        span = f"[{values[finite].min()}, {values[finite].max()}]" if finite.any() else "NaN"
-        raise DataLoadError(
-            f"Expected {expected} in {f} (mode {im.mode}), but got values in {span}, "
-            f"NaN/inf present: {not finite.all()}. Save it as 8- or 16-bit PNG."
+        decoded = _decode_file(f, spec or _loose_spec(channels))
+        if spec is None:
+            spec = Preprocessing(
+                size=size or (int(decoded.shape[0]), int(decoded.shape[1])),
+                mode="RGB" if channels == 3 else "L",
+            )
+        if decoded.shape[:2] != spec.size:
+            key = (int(decoded.shape[0]), int(decoded.shape[1]))
+            resized[key] = resized.get(key, 0) + 1
+        if fit == "crop" and preprocessing is None:
+            out.append(_random_crop(decoded, spec.size, rng).transpose(2, 0, 1))
+        else:
+            try:
+                out.append(fit_geometry(decoded, spec, str(f)))
+            except ImageDecodeError as err:
+                raise DataLoadError(str(err)) from None
+    if report is not None and resized and spec is not None:
+        how = "random crop" if fit == "crop" and preprocessing is None else spec.describe()
+        sizes = ", ".join(f"{h}x{w}: {n}" for (h, w), n in sorted(resized.items()))
+        report(
+            f"resized {sum(resized.values())} of {len(files)} images in {root} to "
+            f"{spec.size[0]}x{spec.size[1]} (from {sizes}); {how}"
         )
-    return Image.fromarray(scaled)
+    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+
+
+def _loose_spec(channels: int) -> Preprocessing:
+    """Decoding rules only (the size is taken from the first image)."""
+    return Preprocessing(size=(1, 1), mode="RGB" if channels == 3 else "L")
+
+
+def _decode_file(f: Path, spec: Preprocessing) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        data = f.read_bytes()
+    except OSError as err:
+        raise DataLoadError(f"Cannot read image {f}: {err}.") from err
+    # Pillow's own limit, where a user lowered it, applies too.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and limit < spec.max_pixels:
+        spec = dataclasses.replace(spec, max_pixels=int(limit))
+    try:
+        return decode_image(data, spec, str(f))
+    except ImageDecodeError as err:
+        raise DataLoadError(str(err)) from None
+
+
+def _random_crop(x: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    h, w = size
+    pad_h, pad_w = max(0, h - x.shape[0]), max(0, w - x.shape[1])
+    if pad_h or pad_w:
+        x = np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+    top = int(rng.integers(0, x.shape[0] - h + 1))
+    left = int(rng.integers(0, x.shape[1] - w + 1))
+    return np.ascontiguousarray(x[top : top + h, left : left + w])
 
 
 def load_torchvision(

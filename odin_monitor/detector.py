@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from odin_monitor.errors import InputValidationError, NotFittedError
 from odin_monitor.hyper import check_threshold
 from odin_monitor.metrics import threshold_at_tpr
 from odin_monitor.normalization import Normalization
+from odin_monitor.preprocess import Preprocessing
 from odin_monitor.record import (
     CalibrationRecord,
     ValidationSource,
@@ -35,7 +36,7 @@ from odin_monitor.scoring import (
     odin_scores,
     scoring_mode,
 )
-from odin_monitor.validation import as_image_tensor, check_tpr_target
+from odin_monitor.validation import as_image_tensor, check_tpr_target, uint8_to_float
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,6 +184,7 @@ class OdinDetector:
     def _images(self, x: Any, name: str) -> torch.Tensor:
         channels = None if self.normalization is None else self.normalization.channels
         shape = getattr(self, "input_shape_", None)
+        x = uint8_to_float(x, shape, name)
         return as_image_tensor(x, name, channels=channels, image_shape=shape)
 
     def _score(
@@ -322,10 +324,25 @@ class OdinDetector:
         ood_sources: Sequence[ValidationSource] = (),
         metrics: Mapping[str, float] | None = None,
         selection: str = "fixed",
+        preprocessing: Preprocessing | Literal["auto"] | None = "auto",
     ) -> CalibrationRecord:
-        """The :class:`CalibrationRecord` of this fitted detector."""
+        """The :class:`CalibrationRecord` of this fitted detector.
+
+        Args:
+            ood_sources: The OOD validation sets, if any.
+            metrics: Validation metrics at the chosen pair.
+            selection: How ``T`` and ``ε`` were chosen.
+            preprocessing: How raw image files become this detector's input;
+                ``"auto"``: :meth:`Preprocessing.for_input_shape` for 1- or 3-channel
+                inputs (an exact bilinear resize), ``None``: tensors only.
+        """
         self._check_fitted()
         names = None if self.class_names is None else tuple(self.class_names)
+        if preprocessing == "auto":
+            c = int(self.input_shape_[0])
+            preprocessing = (
+                Preprocessing.for_input_shape(self.input_shape_) if c in (1, 3) else None
+            )
         return CalibrationRecord(
             temperature=float(self.temperature),
             epsilon=float(self.epsilon),
@@ -340,6 +357,7 @@ class OdinDetector:
             selection=selection,
             class_names=names,
             library_versions=library_versions(),
+            preprocessing=preprocessing,
         )
 
     @classmethod

@@ -18,10 +18,12 @@ import numpy as np
 
 from odin_monitor.errors import CalibrationError
 from odin_monitor.normalization import Normalization
+from odin_monitor.preprocess import Preprocessing
 
 __all__ = ["CalibrationRecord", "ValidationSource", "content_sha256", "library_versions"]
 
-SCHEMA_VERSION = 1
+#: 2 added ``preprocessing`` (a record without it is written and hashed as version 1 was).
+SCHEMA_VERSION = 2
 Role = Literal["in_distribution", "ood"]
 
 
@@ -100,6 +102,9 @@ class CalibrationRecord:
         library_versions: Library versions at calibration time.
         created_at: ISO-8601 UTC timestamp.
         schema_version: Version of this record's layout.
+        preprocessing: How a raw image file becomes the model's input (decode, colour,
+            geometry; :class:`~odin_monitor.preprocess.Preprocessing`), or ``None`` for
+            a detector that only takes tensors.
 
     Example:
         >>> rec = CalibrationRecord(temperature=1000.0, epsilon=0.0014, threshold=0.1003,
@@ -126,6 +131,7 @@ class CalibrationRecord:
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
     schema_version: int = SCHEMA_VERSION
+    preprocessing: Preprocessing | None = None
 
     def __post_init__(self) -> None:
         if self.class_names is not None and len(self.class_names) != self.n_classes:
@@ -134,6 +140,13 @@ class CalibrationRecord:
             )
         if len(self.input_shape) != 3:
             raise CalibrationError(f"Expected input_shape (C, H, W), but got {self.input_shape}.")
+        if self.preprocessing is not None and self.preprocessing.input_shape != tuple(
+            self.input_shape
+        ):
+            raise CalibrationError(
+                f"Expected the preprocessing to produce the model's input {tuple(self.input_shape)}"
+                f", but it produces {self.preprocessing.input_shape}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -143,6 +156,10 @@ class CalibrationRecord:
         out["metrics"] = dict(self.metrics)
         out["library_versions"] = dict(self.library_versions)
         out["class_names"] = None if self.class_names is None else list(self.class_names)
+        if self.preprocessing is None:
+            del out["preprocessing"]  # hashes of records without it stay as they were
+        else:
+            out["preprocessing"] = self.preprocessing.to_dict()
         return out
 
     def to_json(self) -> str:
@@ -179,6 +196,11 @@ class CalibrationRecord:
                 library_versions=dict(data.get("library_versions", {})),
                 created_at=str(data["created_at"]),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
+                preprocessing=(
+                    None
+                    if data.get("preprocessing") is None
+                    else Preprocessing.from_dict(data["preprocessing"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, CalibrationError):

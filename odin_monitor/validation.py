@@ -15,7 +15,7 @@ import torch
 from odin_monitor.errors import InputValidationError
 from odin_monitor.hyper import check_tpr_target
 
-__all__ = ["as_image_tensor", "check_tpr_target"]
+__all__ = ["as_image_tensor", "check_tpr_target", "uint8_to_float"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -103,3 +103,46 @@ def as_image_tensor(
             f"spans [{lo:.4g}, {hi:.4g}]. Pass unnormalised images; the detector normalises."
         )
     return tensor
+
+
+def uint8_to_float(x: Any, image_shape: tuple[int, ...] | None = None, name: str = "x") -> Any:
+    """8-bit images as float32 ``(N, C, H, W)`` in [0, 1]; anything else unchanged.
+
+    uint8 arrays and tensors are accepted as ``(N, C, H, W)`` or, as images are
+    usually held, ``(N, H, W, C)``; with ``image_shape`` = ``(C, H, W)`` the layout is
+    read from the shape, without it a last axis of 1 or 3 means channels-last. Values
+    are divided by 255 in float32, as :func:`odin_monitor.data.to_float_nchw` does.
+
+    Raises:
+        InputValidationError: A uint8 batch that fits neither layout.
+
+    Example:
+        >>> uint8_to_float(np.full((2, 4, 5, 3), 255, np.uint8), (3, 4, 5)).shape
+        torch.Size([2, 3, 4, 5])
+    """
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    elif isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+        t = x.detach()
+    else:
+        return x
+    if t.ndim != 4:
+        raise InputValidationError(
+            f"Expected uint8 `{name}` of shape (N, H, W, C) or (N, C, H, W), but got "
+            f"{tuple(t.shape)}."
+        )
+    dims = tuple(int(d) for d in t.shape[1:])
+    if image_shape is not None:
+        c, h, w = (int(v) for v in image_shape)
+        if dims == (c, h, w):
+            nchw = t
+        elif dims == (h, w, c):
+            nchw = t.permute(0, 3, 1, 2)
+        else:
+            raise InputValidationError(
+                f"Expected uint8 `{name}` images of shape (N, {c}, {h}, {w}) or (N, {h}, {w}, "
+                f"{c}), but got {tuple(t.shape)}."
+            )
+    else:
+        nchw = t.permute(0, 3, 1, 2) if dims[2] in (1, 3) and dims[0] not in (1, 3) else t
+    return nchw.contiguous().to(torch.float32) / 255.0

@@ -118,12 +118,21 @@ def test_set_and_get_params():
         det.set_params(temprature=1.0)
 
 
+def test_uint8_images_in_either_layout_score_like_floats_over_255(x_val):
+    det = make().fit(x_val)
+    pixels = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
+    want = det.score_samples(pixels.to(torch.float32) / 255)
+    np.testing.assert_array_equal(det.score_samples(pixels), want)
+    np.testing.assert_array_equal(det.score_samples(pixels.permute(0, 2, 3, 1).numpy()), want)
+    with pytest.raises(InputValidationError, match=r"uint8 `x` images of shape \(N, 3, 6, 6\)"):
+        det.score_samples(torch.zeros(2, 3, 5, 6, dtype=torch.uint8))
+
+
 @pytest.mark.parametrize(
     ("x", "match"),
     [
         (torch.zeros(0, 3, 6, 6), "empty"),
         (torch.zeros(3, 6, 6), r"\(N, C, H, W\)"),
-        (torch.zeros(2, 3, 6, 6, dtype=torch.uint8), "float"),
         (np.zeros((2, 3, 6, 6), dtype=np.int64), "dtype int64"),
         ([[0.1]], "torch.Tensor or numpy.ndarray"),
         (torch.zeros(2, 1, 6, 6), "3 channels"),

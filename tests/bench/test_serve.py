@@ -140,7 +140,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     det = OdinDetector(net, temperature=1000.0, epsilon=0.0014, normalization=None, batch_size=16)
     det.fit(torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(5)))
     path = tmp_path_factory.mktemp("bench-serve") / "model"
-    mlflow_plugin.save_model(det, path)
+    mlflow_plugin.save_model(det, path, input_kind="tensor")
     return path
 
 

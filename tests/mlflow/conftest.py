@@ -58,8 +58,16 @@ def result() -> CalibrationResult:
 
 @pytest.fixture(scope="session")
 def saved_model(result: CalibrationResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model folder saved with save_model (read-only for the tests)."""
+    """A model folder taking float32 tensors (the tensor route; read-only for the tests)."""
     path = tmp_path_factory.mktemp("odin") / "model"
+    mlflow_plugin.save_model(result, path, input_kind="tensor")
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_model(result: CalibrationResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder taking encoded image files (the default; read-only for the tests)."""
+    path = tmp_path_factory.mktemp("odin-image") / "model"
     mlflow_plugin.save_model(result, path)
     return path
 

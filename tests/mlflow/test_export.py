@@ -85,7 +85,9 @@ def test_state_dict_fallback_round_trip_and_pickle_refusal(tmp_path: Path) -> No
     det = OdinDetector(make_branchy(), temperature=10.0, epsilon=0.001, normalization=None)
     det.fit(images(32))
     path = tmp_path / "m"
-    mlflow_plugin.save_model(det, path, model_factory="odin_mlflow_testing:make_branchy")
+    mlflow_plugin.save_model(
+        det, path, model_factory="odin_mlflow_testing:make_branchy", input_kind="tensor"
+    )
     conf = mlflow.models.Model.load(path).flavors["odin"]
     assert conf["format"] == "state_dict"
     assert conf["model_factory"] == "odin_mlflow_testing:make_branchy"

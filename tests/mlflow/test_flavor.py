@@ -242,3 +242,21 @@ def test_shipped_copy_does_not_hide_the_installed_package(saved_model: Path, tmp
         [sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, capture_output=True
     )
     assert not out.stdout.decode().strip().startswith(str(saved_model))
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_model_logged_before_images_loads_and_scores_unchanged(tmp_path) -> None:
+    """tests/fixtures/odin_model_v1: saved by the code before the image route (tensor input)."""
+    import shutil
+
+    folder = Path(shutil.copytree(FIXTURES / "odin_model_v1", tmp_path / "m"))
+    x = np.load(FIXTURES / "odin_model_v1_images.npy")
+    want = pd.read_csv(FIXTURES / "odin_model_v1_scores.csv")
+    pf = mlflow.pyfunc.load_model(str(folder))
+    assert pf.metadata.get_input_schema().is_tensor_spec()
+    assert_same_scores(pf.predict(x), want)
+    det = mlflow_plugin.load_model(str(folder), device="cpu")
+    np.testing.assert_allclose(det.score_samples(x), want["odin_score"], rtol=0, atol=1e-6)
+    assert mlflow_plugin.load_record(str(folder)).preprocessing is None

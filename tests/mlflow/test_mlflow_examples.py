@@ -45,8 +45,10 @@ def test_log_your_classifier(workdir: Path) -> None:
 
 def test_serve_over_http(workdir: Path) -> None:
     out = run_example("serve_over_http.py", workdir)
-    assert "POST /invocations -> 200" in out
-    assert "pixels in [0, 255] -> 400" in out and "server stopped" in out
+    assert "POST /invocations (3 files) -> 200" in out
+    assert "max |served - in-process| odin_score" in out
+    assert "a file that is no image -> 400: 1 of 2 images cannot be used" in out
+    assert "row 1: expected an image file" in out and "server stopped" in out
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyspark") is None, reason="pyspark not installed")

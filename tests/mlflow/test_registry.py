@@ -32,7 +32,7 @@ def test_register_tags_versions_and_sets_no_alias(tracking: str, result) -> None
 
 def test_recalibration_makes_a_new_version_and_keeps_the_old(tracking: str, result) -> None:
     with mlflow.start_run():
-        info1 = mlflow_plugin.log_model(result, "detector")
+        info1 = mlflow_plugin.log_model(result, "detector", input_kind="tensor")
     v1 = mlflow_plugin.register_detector(info1.model_uri, "odin-recal")
     mlflow_plugin.set_alias("odin-recal", "champion", v1.version)
     x = images(10, seed=21)
@@ -48,7 +48,7 @@ def test_recalibration_makes_a_new_version_and_keeps_the_old(tracking: str, resu
         tpr_target=0.9,
     )
     with mlflow.start_run():
-        info2 = mlflow_plugin.log_model(result2, "detector")
+        info2 = mlflow_plugin.log_model(result2, "detector", input_kind="tensor")
     v2 = mlflow_plugin.register_detector(info2.model_uri, "odin-recal")
     assert (str(v1.version), str(v2.version)) == ("1", "2")
     assert v2.tags == {**v2.tags, **calibration_tags(result2.record)}

@@ -31,7 +31,9 @@ def post(url: str, body: dict) -> tuple[int, str]:
 
 
 def test_serve_champion_over_http(tracking: str, result, tmp_path: Path) -> None:
-    info = mlflow_plugin.log_model(result, "detector", registered_model_name="odin-serve")
+    info = mlflow_plugin.log_model(
+        result, "detector", registered_model_name="odin-serve", input_kind="tensor"
+    )
     mlflow_plugin.set_alias("odin-serve", "champion", info.registered_model_version)
     log = tmp_path / "server.log"
     with running_server(
@@ -63,3 +65,19 @@ def test_serve_champion_over_http(tracking: str, result, tmp_path: Path) -> None
         assert status == 400, body
         assert "does not match expected shape" in json.loads(body)["message"]
     assert server.proc.poll() is not None
+
+
+def test_a_model_logged_before_images_serves_unchanged(tmp_path: Path) -> None:
+    """The tensor-signature fixture model answers {"inputs": floats} as it always did."""
+    import shutil
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    folder = shutil.copytree(fixtures / "odin_model_v1", tmp_path / "m")
+    x = np.load(fixtures / "odin_model_v1_images.npy")
+    want = pd.read_csv(fixtures / "odin_model_v1_scores.csv")
+    with running_server(folder, log_file=tmp_path / "server.log", timeout=120) as server:
+        status, body = post(f"{server.url}/invocations", {"inputs": x.tolist()})
+    assert status == 200, body
+    got = pd.DataFrame(json.loads(body)["predictions"])
+    np.testing.assert_allclose(got["odin_score"], want["odin_score"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got["is_ood"], want["is_ood"])

@@ -23,11 +23,10 @@ from __future__ import annotations
 from odin_monitor.bench.serve.cli import main
 from odin_monitor.bench.serve.report import format_markdown
 from odin_monitor.bench.serve.results import SCORE_TOLERANCE, ServeResult, SizeResult
-from odin_monitor.bench.serve.run import ServeBenchError, run_serve
+from odin_monitor.bench.serve.run import run_serve
 
 __all__ = [
     "SCORE_TOLERANCE",
-    "ServeBenchError",
     "ServeResult",
     "SizeResult",
     "format_markdown",

@@ -43,7 +43,7 @@ from odin_monitor.bench.serve.results import ServeResult, SizeResult
 from odin_monitor.errors import DataLoadError
 from odin_monitor.synthetic import uniform_noise
 
-__all__ = ["ServeBenchError", "run_serve"]
+__all__ = ["run_serve"]
 
 _FIT_IMAGES = 200
 _TEMPERATURE = 1000.0
@@ -52,9 +52,6 @@ _WARMUP_REQUESTS = 2
 _PING_TIMEOUT_S = 180.0
 _MAX_DISTINCT_BODIES = 8
 _MAX_BODY_BYTES_PER_SIZE = 128 * 2**20
-
-#: The server could not be started or answered nothing usable.
-ServeBenchError = ServerError
 
 
 def _machine_info() -> dict[str, str]:
@@ -124,7 +121,7 @@ def _build_model(
         normalization=CIFAR_RESNET_NORMALIZATION,
     ).fit(fit_x)
     log(f"saving the model to {folder}")
-    mlflow_plugin.save_model(det, folder)
+    mlflow_plugin.save_model(det, folder, input_kind="tensor")  # the float-JSON route
     return desc, pretrained, images
 
 
@@ -132,7 +129,7 @@ def _local_model(model_uri: str, tmp: Path, tracking_uri: str | None, log: Log) 
     p = Path(model_uri).expanduser()
     if p.is_dir():
         if not (p / "MLmodel").is_file():
-            raise ServeBenchError(
+            raise ServerError(
                 f"Expected an MLflow model folder (with an MLmodel file) at {p}, but it has "
                 "no MLmodel file."
             )
@@ -284,7 +281,7 @@ def run_serve(
 
     Raises:
         ValueError: A bad argument.
-        ServeBenchError: The server exited or did not answer ``/ping`` in 180 s.
+        ServerError: The server exited or did not answer ``/ping`` in 180 s.
 
     Example:
         >>> result = run_serve(model_uri="odin_model", batch_sizes=(1, 4))  # doctest: +SKIP
