@@ -99,6 +99,8 @@ def load_images(
     fit: Fit = "resize",
     seed: int = 0,
     limit: int | None = None,
+    preprocessing: Preprocessing | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Load images from an ``.npz``/``.npy`` file or a folder of image files.
 
@@ -111,6 +113,9 @@ def load_images(
             image, seeded) for folder images of another size.
         seed: Seed of the random crops.
         limit: Keep only the first ``limit`` images.
+        preprocessing: For a folder: the full decoding and resizing spec (see
+            :func:`load_folder`).
+        report: For a folder: called with one line when images were resized.
 
     Returns:
         float32 ``(N, C, H, W)`` in [0, 1].
@@ -130,7 +135,15 @@ def load_images(
     if not p.exists():
         raise DataLoadError(f"Expected an image file or folder at {p}, but nothing is there.")
     if p.is_dir():
-        return load_folder(p, size=size, fit=fit, seed=seed, limit=limit)
+        return load_folder(
+            p,
+            size=size,
+            fit=fit,
+            seed=seed,
+            limit=limit,
+            preprocessing=preprocessing,
+            report=report,
+        )
     arr = read_array(p, key=key)
     if limit is not None:
         arr = arr[:limit]

@@ -465,3 +465,61 @@ def _ids(mon: Path) -> list[str]:
     from odin_monitor.monitoring import ScoreLog
 
     return ScoreLog(mon / "scores.db").batch_ids()
+
+
+def test_folders_are_decoded_and_resized_by_the_spec_stored_in_the_record(tmp_path):
+    from PIL import Image
+
+    from odin_monitor.data import load_folder
+    from odin_monitor.record import CalibrationRecord
+
+    torch.save(make_smooth_net(seed=3).state_dict(), tmp_path / "w.pt")
+    rng = np.random.default_rng(5)
+    id_dir, batch = tmp_path / "id", tmp_path / "batch"
+    id_dir.mkdir()
+    batch.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), np.uint8)).save(id_dir / f"{i}.png")
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (12, 9, 3), np.uint8)).save(batch / f"{i}.png")
+    args = ["--model", FACTORY, "--weights", str(tmp_path / "w.pt"), "--id-val", str(id_dir)]
+    args += ["--normalization", "none", "--image-size", "6x6", "--interpolation", "bicubic"]
+    args += ["--temperatures", "1,10", "--epsilons", "0,0.001", "--out", str(tmp_path / "c")]
+    res = CliRunner().invoke(main, ["calibrate", *args])
+    assert res.exit_code == 0, res.output
+    assert "resized 40 of 40 images" in res.stderr and "to 6x6 (from 10x10: 40)" in res.stderr
+    assert "preprocessing of image files: RGB, exact resize to 6x6 (bicubic" in res.stdout
+    record = CalibrationRecord.from_json((tmp_path / "c" / "record.json").read_text())
+    assert record.preprocessing is not None and record.preprocessing.interpolation == "bicubic"
+
+    # score: the batch folder goes through the same spec as the record's (and says so).
+    mon = tmp_path / "mon"
+    model_dir = str(tmp_path / "c" / "model")
+    res = CliRunner().invoke(
+        main, ["score", str(batch), "--model-uri", model_dir, "--monitor-dir", str(mon)]
+    )
+    assert res.exit_code in (0, 3), res.output
+    assert "resized 6 of 6 images" in res.stderr and "(from 12x9: 6)" in res.stderr
+    from odin_monitor.monitoring import ScoreLog
+
+    logged = ScoreLog(mon / "scores.db")
+    (bid,) = logged.batch_ids()
+    import mlflow_plugin
+
+    det = mlflow_plugin.load_model(model_dir, device="cpu")
+    want = det.score_samples(load_folder(batch, preprocessing=record.preprocessing))
+    np.testing.assert_allclose(logged.read_scores(bid)["odin_score"], want, rtol=0, atol=1e-9)
+
+
+def test_a_shipped_factory_brings_its_own_normalisation(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "digits.npz", images=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8))
+    res = CliRunner().invoke(
+        main,
+        ["calibrate", "--model", "odin_monitor.models:small_cnn_digits", "--id-val",
+         str(tmp_path / "digits.npz"), "--temperatures", "1", "--epsilons", "0",
+         "--out", str(tmp_path / "c")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "normalisation from the model factory: none (raw pixels)" in res.stderr
+    assert "preprocessing of image files: L, exact resize to 8x8" in res.stdout

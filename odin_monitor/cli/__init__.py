@@ -18,6 +18,7 @@ from odin_monitor.cli.calibrate_cmd import calibrate_command
 from odin_monitor.cli.demo_cmd import demo_command
 from odin_monitor.cli.mlflow_cmds import log_command, register_command
 from odin_monitor.cli.monitor_cmds import monitor_command, report_command, score_command
+from odin_monitor.cli.serve_cmd import serve_command
 
 __all__ = ["main"]
 
@@ -54,6 +55,7 @@ for command in (
     score_command,
     report_command,
     monitor_command,
+    serve_command,
     demo_command,
     bench_group,
 ):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from odin_monitor.calibration import CalibrationResult
     from odin_monitor.detector import OdinDetector
+    from odin_monitor.models.config import ModelConfig
     from odin_monitor.monitoring import BatchResult, ModelRef, MonitorConfig
     from odin_monitor.monitoring.inbox import ScanItem
     from odin_monitor.record import CalibrationRecord
@@ -33,15 +34,29 @@ NORMALIZATIONS: dict[str, Normalization | None] = {
 
 
 def normalization_from_options(
-    preset: str | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+    preset: str | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    factory: ModelConfig | None = None,
 ) -> Normalization | None:
-    """``--normalization NAME`` or ``--mean/--std``; one of them must be given."""
+    """``--normalization NAME``, ``--mean/--std``, else the model factory's own.
+
+    A shipped factory carries the preprocessing it was trained with
+    (:mod:`odin_monitor.models.config`); without one, the choice must be explicit.
+    """
     if preset is not None and (mean or std):
         raise click.UsageError("give either --normalization or --mean/--std, not both")
     if preset is not None:
         return NORMALIZATIONS[preset]
     if mean and std:
         return Normalization(mean=mean, std=std)
+    if factory is not None:
+        norm = factory.normalization
+        info(
+            "normalisation from the model factory: "
+            + ("none (raw pixels)" if norm is None else f"mean={norm.mean}, std={norm.std}")
+        )
+        return norm
     raise click.UsageError(
         "the model's input normalisation must be explicit: pass --normalization "
         f"{{{'|'.join(NORMALIZATIONS)}}} or --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 "
@@ -95,6 +110,8 @@ class LoadedModel:
             input_shape=self.record.input_shape,
             batch_id=batch_id,
             created_at=created_at,
+            preprocessing=self.record.preprocessing,
+            report=info,
         )
 
     def scan(self, inbox: Path, config: MonitorConfig) -> Iterator[ScanItem]:
@@ -108,6 +125,8 @@ class LoadedModel:
             scorer=scorer_for(self.detector),
             reference=self.reference,
             input_shape=self.record.input_shape,
+            preprocessing=self.record.preprocessing,
+            report=info,
         )
 
 

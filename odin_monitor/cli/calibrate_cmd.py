@@ -8,6 +8,7 @@ import click
 
 from odin_monitor.cli._common import emit, info, parse_floats, progress
 from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options, write_calibration
+from odin_monitor.preprocess import Preprocessing
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -50,7 +51,8 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     "--normalization",
     "preset",
     type=click.Choice(sorted(NORMALIZATIONS)),
-    help="The model's input normalisation preset ('none' = raw [0,1] pixels).",
+    help="The model's input normalisation preset ('none' = raw [0,1] pixels); default: "
+    "what the model factory says (shipped models carry it).",
 )
 @click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406 (with --std).")
 @click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225 (with --mean).")
@@ -64,7 +66,23 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     type=click.Choice(["resize", "crop"]),
     default="resize",
     show_default=True,
-    help="How folder images of another size are fitted (the paper's two variants).",
+    help="How OOD folder images of another size are fitted: the model's resize, or a "
+    "random crop (the paper's two Tiny ImageNet variants).",
+)
+@click.option(
+    "--resize",
+    "resize_mode",
+    type=click.Choice(["exact", "shorter-side-crop"]),
+    default="exact",
+    show_default=True,
+    help="How the served model resizes an image file of another size (stored in the record).",
+)
+@click.option(
+    "--interpolation",
+    type=click.Choice(["bilinear", "bicubic", "nearest", "area"]),
+    default="bilinear",
+    show_default=True,
+    help="Interpolation of that resize (antialiased where it applies).",
 )
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
@@ -89,6 +107,8 @@ def calibrate_command(
     limit: int | None,
     image_size: str | None,
     fit: str,
+    resize_mode: str,
+    interpolation: str,
     batch_size: int,
     device: str | None,
     seed: int,
@@ -112,10 +132,11 @@ def calibrate_command(
     from odin_monitor import calibrate
     from odin_monitor.calibration import PAPER_EPSILONS, PAPER_TEMPERATURES
     from odin_monitor.data import load_images
-    from odin_monitor.modelref import model_from_reference
+    from odin_monitor.modelref import model_from_reference, reference_config
 
+    factory = reference_config(model_ref)
     norm = normalization_from_options(
-        preset, parse_floats(mean, "--mean"), parse_floats(std, "--std")
+        preset, parse_floats(mean, "--mean"), parse_floats(std, "--std"), factory
     )
     temps = parse_floats(temperatures, "--temperatures") or PAPER_TEMPERATURES
     eps = parse_floats(epsilons, "--epsilons") or PAPER_EPSILONS
@@ -124,16 +145,39 @@ def calibrate_command(
             f"{out} exists and is not empty; choose a new folder", param_hint="--out"
         )
     size = _parse_size(image_size)
+    if size is None and factory is not None:
+        size = (factory.input_shape[1], factory.input_shape[2])
     model = model_from_reference(model_ref, weights)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
-    x_id = load_images(id_val, size=size, fit=fit, limit=limit)  # type: ignore[arg-type]
-    shape = (x_id.shape[2], x_id.shape[3])
+    channels = factory.input_shape[0] if factory is not None else 3
+
+    def spec_for(hw: tuple[int, int], c: int) -> Preprocessing:
+        return Preprocessing(
+            size=hw,
+            mode="RGB" if c == 3 else "L",
+            resize="exact" if resize_mode == "exact" else "shorter_side_crop",
+            interpolation=interpolation,  # type: ignore[arg-type]
+        )
+
+    spec = spec_for(size, channels) if size is not None and channels in (1, 3) else None
+    x_id = load_images(id_val, size=size, limit=limit, preprocessing=spec, report=info)
+    shape = (int(x_id.shape[2]), int(x_id.shape[3]))
+    if spec is None and x_id.shape[1] in (1, 3):
+        spec = spec_for(shape, int(x_id.shape[1]))
     oods = {}
     for item in ood_val:
         name, sep, path = item.partition("=")
         name, path = (name, path) if sep else (Path(item).stem, item)
-        oods[name] = load_images(path, size=size or shape, fit=fit, seed=seed, limit=limit)  # type: ignore[arg-type]
+        oods[name] = load_images(
+            path,
+            size=size or shape,
+            fit="crop" if fit == "crop" else "resize",
+            seed=seed,
+            limit=limit,
+            preprocessing=spec if fit == "resize" else None,
+            report=info,
+        )
     n_ood = sum(len(v) for v in oods.values()) if oods else len(x_id)
     info(
         f"calibrating on {len(x_id)} in-distribution and {n_ood} OOD validation images, "
@@ -153,6 +197,7 @@ def calibrate_command(
             seed=seed,
             id_name=str(id_val),
             progress=advance,
+            preprocessing=spec,
         )
     write_calibration(result, out, model_ref)
     rec = result.record
@@ -163,6 +208,8 @@ def calibrate_command(
             f"T={rec.temperature:g}  ε={rec.epsilon:g}  δ={rec.threshold:.6g}  "
             f"(validation FPR@{100 * rec.tpr_target:g}%TPR {100 * m['fpr_at_tpr']:.2f}%, "
             f"AUROC {100 * m['auroc']:.2f}%)\n"
+            f"preprocessing of image files: "
+            f"{rec.preprocessing.describe() if rec.preprocessing else 'none (tensors only)'}\n"
             f"model folder: {out / 'model'}\nrecord: {out / 'record.json'}\n"
             f"grid: {out / 'grid.csv'}, {out / 'grid.png'}\n"
             f"next: odin-monitor log {out} --register NAME --alias champion"

@@ -20,7 +20,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from odin_monitor.monitoring.pipeline import (
 )
 from odin_monitor.monitoring.result import BatchResult
 from odin_monitor.monitoring.schema import ModelRef
+from odin_monitor.preprocess import Preprocessing
 
 #: Files still being written: write elsewhere (or under such a name), then rename.
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
@@ -112,11 +113,15 @@ def process_path(
     input_shape: tuple[int, int, int] | None = None,
     batch_id: str | None = None,
     created_at: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> BatchResult:
     """Score (or ingest) one batch file or folder with :func:`~.pipeline.process_batch`.
 
     Arrays may be uint8 ``(N, H, W, C)`` or float ``(N, C, H, W)``; folders hold image
-    files of any size, resized to ``input_shape`` (:func:`~.ingest.read_image_batch`);
+    files of any size, decoded and resized by the model's ``preprocessing`` (default:
+    an exact resize to ``input_shape``; :func:`~.ingest.read_image_batch`; ``report``
+    gets one line when images were resized);
     ``.csv``/``.parquet`` are serving logs. ``created_at`` (ISO-8601) stamps the
     batch (default now). What cannot be read is quarantined by ``process_batch``.
 
@@ -152,7 +157,9 @@ def process_path(
         config,
         images=path,
         scorer=scorer,
-        read_images=functools.partial(read_image_batch, input_shape=input_shape),
+        read_images=functools.partial(
+            read_image_batch, input_shape=input_shape, preprocessing=preprocessing, report=report
+        ),
         batch_id=batch_id,
         reference=reference,
         created_at=created_at,
@@ -194,6 +201,8 @@ def scan_inbox(
     scorer: Scorer,
     reference: pd.DataFrame | None = None,
     input_shape: tuple[int, int, int] | None = None,
+    preprocessing: Preprocessing | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Iterator[ScanItem]:
     """Process the inbox's new (or incompletely processed) batches, one item per entry.
 
@@ -226,6 +235,8 @@ def scan_inbox(
                     reference=reference,
                     input_shape=input_shape,
                     batch_id=bid,
+                    preprocessing=preprocessing,
+                    report=report,
                 )
             elif batch_is_complete(config, bid):
                 continue

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from odin_monitor.monitoring.schema import (
     validate_images,
     validate_scores,
 )
+from odin_monitor.preprocess import Preprocessing
 
 
 def complete_scores(frame: pd.DataFrame, model: ModelRef) -> pd.DataFrame:
@@ -135,12 +137,17 @@ def read_image_file(path: str | Path) -> np.ndarray:
 
 
 def read_image_batch(
-    path: str | Path, input_shape: tuple[int, int, int] | None = None
+    path: str | Path,
+    input_shape: tuple[int, int, int] | None = None,
+    preprocessing: Preprocessing | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Read the images of a batch folder or array file, as the CLI accepts them.
 
-    A folder holds image files of any size, resized to ``input_shape``'s ``(H, W)``
-    with its channel count; an ``.npy``/``.npz`` holds uint8 ``(N, H, W, C)`` or
+    A folder holds image files of any size, decoded and resized by ``preprocessing``
+    (the model's record; default an exact resize to ``input_shape``), exactly as the
+    served model treats the same files; ``report`` gets one line when images were
+    resized. An ``.npy``/``.npz`` holds uint8 ``(N, H, W, C)`` or
     float ``(N, C, H, W)`` (:func:`odin_monitor.data.load_images`).
 
     Raises:
@@ -155,9 +162,9 @@ def read_image_batch(
         (2, 3, 8, 8)
     """
     path = Path(path)
-    if path.is_dir() and input_shape is not None:
-        c, h, w = input_shape
-        return load_folder(path, size=(h, w), channels=c)
+    if path.is_dir() and (preprocessing is not None or input_shape is not None):
+        spec = preprocessing or Preprocessing.for_input_shape(input_shape)  # type: ignore[arg-type]
+        return load_folder(path, preprocessing=spec, report=report)
     return load_images(path)
 
 

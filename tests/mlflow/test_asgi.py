@@ -185,3 +185,41 @@ def test_guarded_server_scores_like_stock_and_refuses_big_bodies(
         assert body["message"].startswith("Expected raw pixels in [0, 1]"), body["message"][:200]
         assert len(body["message"]) <= 600
     assert server.proc.poll() is not None
+
+
+@pytest.mark.slow
+def test_odin_monitor_serve_takes_base64_files_and_is_stopped_by_pid(image_model: Path, tmp_path):
+    import base64
+    import io
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from mlflow_plugin.serving import free_port, stop_server, wait_ready
+
+    port = free_port()
+    exe = Path(sys.executable).with_name("odin-monitor")
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--model-uri", str(image_model), "--port", str(port),
+         "--max-body-mb", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_ready(port, proc, tmp_path / "serve.log", timeout=120)
+        buf = io.BytesIO()
+        Image.fromarray(np.full((20, 12, 3), 128, np.uint8)).save(buf, "PNG")
+        data = [[base64.b64encode(buf.getvalue()).decode()], [base64.b64encode(b"no").decode()]]
+        status, body = post_json(port, {"dataframe_split": {"columns": ["image"], "data": data}})
+        assert status == 400 and body["message"].startswith("1 of 2 images cannot be used")
+        status, body = post_json(
+            port, {"dataframe_split": {"columns": ["image"], "data": data[:1]}}
+        )
+        assert status == 200 and len(body["predictions"]) == 1
+        status, _ = raw_post(port, b"{", declared=2 * 2**20)
+        assert status == 413
+    finally:
+        stop_server(proc)
+        log.close()
+    assert proc.poll() is not None
