@@ -115,6 +115,7 @@ def log_calibration(
     result: CalibrationResult | None = None,
     detector: OdinDetector | None = None,
     client: MlflowClient | None = None,
+    figures: bool = True,
 ) -> None:
     """Log a calibration's params, metrics and figures to ``run_id``.
 
@@ -125,6 +126,8 @@ def log_calibration(
         result: The calibration grid and validation scores, when available.
         detector: The fitted detector (for its reference scores) when ``result`` is not given.
         client: An MLflow client (default: a new one for the current tracking URI).
+        figures: Draw and log the figures (off when the caller logs figures drawn
+            earlier, as ``odin-monitor log`` does with the ``calibrate`` folder's).
     """
     client = client or MlflowClient()
     _log_params(client, run_id, calibration_params(record))
@@ -138,5 +141,6 @@ def log_calibration(
         client.log_text(
             run_id, result.grid_frame().to_csv(index=False), f"{folder}/calibration_grid.csv"
         )
-    for file_name, fig in _figures(record, result, detector).items():
-        client.log_figure(run_id, fig, f"{folder}/{file_name}")
+    if figures:
+        for file_name, fig in _figures(record, result, detector).items():
+            client.log_figure(run_id, fig, f"{folder}/{file_name}")

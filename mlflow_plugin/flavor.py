@@ -389,6 +389,7 @@ def log_model(
     tags: Mapping[str, Any] | None = None,
     log_calibration: bool = True,
     input_kind: InputKind | None = None,
+    log_figures: bool = True,
 ) -> ModelInfo:
     """Log a calibrated detector to the active run (one is started if none is active).
 
@@ -415,6 +416,8 @@ def log_model(
         params: Extra params of the logged model.
         tags: Tags of the logged model.
         log_calibration: Log the calibration params, metrics and figures to the run.
+        log_figures: With ``log_calibration``, also draw and log the figures (off when
+            the caller logs figures it already has, so that each is logged once).
         input_kind: See :func:`save_model` (``"image"`` by default when the record has a
             preprocessing spec).
 
@@ -443,6 +446,7 @@ def log_model(
                 name=name,
                 result=result,
                 detector=det,
+                figures=log_figures,
             )
         info = Model.log(
             artifact_path=None,

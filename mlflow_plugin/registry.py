@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_plugin import _mlflow_compat as compat
 from mlflow_plugin.flavor import load_model, load_record
-from mlflow_plugin.tags import calibration_tags
+from mlflow_plugin.tags import calibration_tags, version_description
 from odin_monitor.detector import OdinDetector
 from odin_monitor.record import CalibrationRecord
 
@@ -63,7 +63,9 @@ def register_detector(
     mv = mlflow.register_model(
         model_uri, name, await_registration_for=await_registration_for, tags=all_tags
     )
-    return MlflowClient().get_model_version(name, mv.version)
+    client = MlflowClient()
+    client.update_model_version(name, mv.version, description=version_description(record))
+    return client.get_model_version(name, mv.version)
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:

@@ -201,7 +201,24 @@ def test_log_register_score_report_monitor(calibrated, workdir, tmp_path):
     mv = MlflowClient().get_model_version_by_alias("odin-cli", "champion")
     rec = json.loads((calibrated / "record.json").read_text())
     assert float(mv.tags["odin.temperature"]) == rec["temperature"]
-    assert float(mv.tags["odin.threshold"]) == rec["threshold"]
+    assert float(mv.tags["odin.threshold"].split()[0]) == pytest.approx(rec["threshold"], 1e-5)
+    # Every figure and table once, beside the record, under odin/<model name>/.
+    client = MlflowClient()
+
+    def files(path: str = "") -> list[str]:
+        out = []
+        for item in client.list_artifacts(logged["run_id"], path):
+            out += files(item.path) if item.is_dir else [item.path]
+        return out
+
+    outside_model = [f for f in files() if not f.startswith("odin_detector/")]
+    assert sorted(outside_model) == [
+        "odin/odin_detector/calibration_record.json",
+        "odin/odin_detector/grid.csv",
+        "odin/odin_detector/grid.png",
+        "odin/odin_detector/histograms.png",
+        "odin/odin_detector/roc.png",
+    ]
 
     monitor_dir = tmp_path / "mon"
     uri = "models:/odin-cli@champion"

@@ -73,11 +73,13 @@ def log_command(
             model_name,
             record=mlflow_plugin.load_record(str(model_dir)),
             registered_model_name=registered_name,
+            log_figures=False,
             **fallback,
         )
-        plots = [p for p in calibration_dir.iterdir() if p.is_file()]
-        for p in plots:
-            mlflow.log_artifact(str(p), artifact_path="calibration")
+        # The calibrate folder's grid and figures, once, beside the record log_model wrote.
+        for p in sorted(calibration_dir.iterdir()):
+            if p.is_file() and p.name != "record.json":
+                mlflow.log_artifact(str(p), artifact_path=f"odin/{model_name}")
     version = model_info.registered_model_version
     if alias and version is not None:
         mlflow_plugin.set_alias(registered_name, alias, version)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pytest
 from mlflow import MlflowClient
 from odin_mlflow_testing import images, make_net
 
@@ -17,12 +18,23 @@ def test_register_tags_versions_and_sets_no_alias(tracking: str, result) -> None
     client = MlflowClient()
     mv = client.get_model_version("odin-test", str(info.registered_model_version))
     rec = result.record
-    assert mv.tags["odin.temperature"] == repr(rec.temperature)
-    assert mv.tags["odin.epsilon"] == repr(rec.epsilon)
-    assert mv.tags["odin.threshold"] == repr(rec.threshold)
-    assert mv.tags["odin.tpr_target"] == repr(rec.tpr_target)
-    assert mv.tags["odin.calibration_sha256"] == rec.sha256()
-    assert mv.tags["odin.metric.auroc"] == repr(rec.metrics["auroc"])
+    tags = {k: v for k, v in mv.tags.items() if k.startswith("odin.")}
+    assert float(tags["odin.temperature"]) == rec.temperature
+    assert float(tags["odin.epsilon"]) == rec.epsilon
+    assert float(tags["odin.threshold"].split()[0]) == pytest.approx(rec.threshold, rel=1e-5)
+    assert f"spread {rec.threshold_spread:.4g}" in tags["odin.threshold"]
+    assert float(tags["odin.tpr_target"]) == rec.tpr_target
+    assert tags["odin.calibration_sha256"] == rec.sha256()
+    m = rec.metrics
+    assert tags["odin.val_fpr"] == (
+        f"{100 * m['fpr_at_tpr']:.1f}% (MSP {100 * m['msp_fpr_at_tpr']:.1f}%)"
+    )
+    assert tags["odin.val_auroc"].startswith(f"{100 * m['auroc']:.1f}% (MSP ")
+    assert tags["odin.selection"] == "OOD validation: synthetic noise [gaussian, uniform]"
+    assert len(tags) <= 10, sorted(tags)  # a short set a person reads; the rest is in the record
+    # The description is written from the record.
+    assert mv.description.startswith(f"ODIN detector calibrated {rec.created_at}: T=")
+    assert "OOD validation: gaussian" in mv.description and rec.sha256() in mv.description
     assert client.get_registered_model("odin-test").aliases == {}
     mlflow_plugin.set_alias("odin-test", "champion", mv.version)
     det = mlflow_plugin.load_by_alias("odin-test", "champion", device="cpu")
