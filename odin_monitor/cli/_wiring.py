@@ -154,8 +154,10 @@ def load_detector(uri: str, *, device: str | None, name: str | None = None) -> L
     import mlflow
 
     import mlflow_plugin
+    from mlflow_plugin.lookup import check_model_uri
     from odin_monitor.monitoring import ModelRef
 
+    check_model_uri(uri, mlflow.get_tracking_uri())  # names the store; never creates one
     # Resolve an alias (or "latest") to one version first, so the version logged with
     # each batch is the one downloaded even if the alias moves meanwhile.
     reg_name, version = resolve_name_version(uri, name)
