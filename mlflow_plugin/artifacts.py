@@ -52,6 +52,7 @@ def calibration_params(record: CalibrationRecord) -> dict[str, str]:
         "odin.input_shape": json.dumps(list(record.input_shape)),
         "odin.n_classes": str(record.n_classes),
         "odin.selection": record.selection[:6000],
+        "odin.strategy": str(record.strategy),
         "odin.calibration_sha256": record.sha256(),
     }
 
@@ -137,6 +138,8 @@ def log_calibration(
         client.log_batch(run_id, metrics=metrics)
     folder = f"odin/{name}"
     client.log_text(run_id, record.to_json(), f"{folder}/calibration_record.json")
+    # What the calibration's own checks found, where the run page shows it.
+    client.set_tag(run_id, "odin.warnings", " | ".join(record.warnings)[:5000] or "none")
     if result is not None:
         client.log_text(
             run_id, result.grid_frame().to_csv(index=False), f"{folder}/calibration_grid.csv"

@@ -29,18 +29,17 @@ def selection_summary(record: CalibrationRecord) -> str:
         >>> selection_summary(rec)
         'fixed (T, ε)'
     """
-    strategy = getattr(record, "strategy", None)
     ood = [s for s in record.sources if s.role == "ood"]
-    if strategy:
-        base = str(strategy)
-    elif not ood:
-        base = "fixed (T, ε)"
-    elif all(s.synthetic for s in ood):
-        base = "OOD validation: synthetic noise"
-    else:
-        base = "OOD validation"
     names = ", ".join(s.name for s in ood)
-    return f"{base} [{names}]" if names and base != "fixed (T, ε)" else base
+    if record.strategy == "jigsaw":
+        return "jigsaw (no OOD data: shuffled patches of the ID validation images)"
+    if record.strategy == "noise":
+        return "noise (no OOD data: Gaussian + Uniform)"
+    if record.strategy == "ood-validation" or (ood and not all(s.synthetic for s in ood)):
+        return f"ood-validation [{names}]"
+    if ood:
+        return f"OOD validation: synthetic noise [{names}]"
+    return "fixed (T, ε)"
 
 
 def calibration_tags(record: CalibrationRecord) -> dict[str, str]:
@@ -77,6 +76,8 @@ def calibration_tags(record: CalibrationRecord) -> dict[str, str]:
         tags["odin.val_auroc"] = f"{_pct(m['auroc'])} (MSP {_pct(m.get('msp_auroc'))})"
     if record.preprocessing is not None:
         tags["odin.preprocessing"] = record.preprocessing.describe()
+    if record.warnings:
+        tags["odin.warnings"] = str(len(record.warnings))
     return tags
 
 
@@ -110,6 +111,7 @@ def version_description(record: CalibrationRecord) -> str:
         )
     if record.preprocessing is not None:
         lines.append(f"- image files: {record.preprocessing.describe()}")
+    lines += [f"- warning: {w}" for w in record.warnings]
     lines.append(f"- calibration sha256: {record.sha256()}")
     return "\n".join(lines)
 

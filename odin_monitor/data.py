@@ -30,6 +30,7 @@ __all__ = [
     "MAX_ARRAY_BYTES",
     "load_folder",
     "load_images",
+    "load_labels",
     "load_torchvision",
     "read_array",
     "to_float_nchw",
@@ -152,6 +153,31 @@ def load_images(
     except InputValidationError as err:
         raise DataLoadError(str(err)) from err
     return _check_range(x, str(p))
+
+
+def load_labels(path: str | Path, *, limit: int | None = None) -> np.ndarray | None:
+    """The ``labels`` array of an ``.npz`` of images, if it has one (else ``None``).
+
+    Example:
+        >>> import tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "x.npz")
+        >>> np.savez(f, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([3, 1]))
+        >>> load_labels(f).tolist()
+        [3, 1]
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    try:
+        with zipfile.ZipFile(p) as archive:
+            if "labels.npy" not in archive.namelist():
+                return None
+    except zipfile.BadZipFile:
+        return None
+    labels = read_array(p, key="labels").reshape(-1)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataLoadError(f"Expected integer class labels in {p}, but got dtype {labels.dtype}.")
+    return labels[:limit] if limit is not None else labels
 
 
 def read_array(

@@ -325,6 +325,8 @@ class OdinDetector:
         metrics: Mapping[str, float] | None = None,
         selection: str = "fixed",
         preprocessing: Preprocessing | Literal["auto"] | None = "auto",
+        strategy: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> CalibrationRecord:
         """The :class:`CalibrationRecord` of this fitted detector.
 
@@ -332,6 +334,8 @@ class OdinDetector:
             ood_sources: The OOD validation sets, if any.
             metrics: Validation metrics at the chosen pair.
             selection: How ``T`` and ``ε`` were chosen.
+            strategy: The named rule that chose ``(T, ε)``, if any.
+            warnings: What the calibration's checks found.
             preprocessing: How raw image files become this detector's input;
                 ``"auto"``: :meth:`Preprocessing.for_input_shape` for 1- or 3-channel
                 inputs (an exact bilinear resize), ``None``: tensors only.
@@ -358,6 +362,8 @@ class OdinDetector:
             class_names=names,
             library_versions=library_versions(),
             preprocessing=preprocessing,
+            strategy=strategy,
+            warnings=tuple(warnings),
         )
 
     @classmethod

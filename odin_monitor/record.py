@@ -22,7 +22,8 @@ from odin_monitor.preprocess import Preprocessing
 
 __all__ = ["CalibrationRecord", "ValidationSource", "content_sha256", "library_versions"]
 
-#: 2 added ``preprocessing`` (a record without it is written and hashed as version 1 was).
+#: 2 added ``preprocessing``, ``strategy`` and ``warnings`` (a record without them is
+#: written and hashed as version 1 was).
 SCHEMA_VERSION = 2
 Role = Literal["in_distribution", "ood"]
 
@@ -105,6 +106,10 @@ class CalibrationRecord:
         preprocessing: How a raw image file becomes the model's input (decode, colour,
             geometry; :class:`~odin_monitor.preprocess.Preprocessing`), or ``None`` for
             a detector that only takes tensors.
+        strategy: The named rule that chose ``(T, ε)`` (``"ood-validation"``,
+            ``"jigsaw"``, ``"noise"``; :func:`odin_monitor.calibrate`), or ``None``.
+        warnings: What the calibration's own checks found (low accuracy, a pair on
+            the grid's edge, ODIN not beating MSP on the validation data).
 
     Example:
         >>> rec = CalibrationRecord(temperature=1000.0, epsilon=0.0014, threshold=0.1003,
@@ -132,6 +137,8 @@ class CalibrationRecord:
     )
     schema_version: int = SCHEMA_VERSION
     preprocessing: Preprocessing | None = None
+    strategy: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.class_names is not None and len(self.class_names) != self.n_classes:
@@ -160,6 +167,13 @@ class CalibrationRecord:
             del out["preprocessing"]  # hashes of records without it stay as they were
         else:
             out["preprocessing"] = self.preprocessing.to_dict()
+        # Likewise for the fields schema 2 added: absent when unset.
+        if self.strategy is None:
+            del out["strategy"]
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        else:
+            del out["warnings"]
         return out
 
     def to_json(self) -> str:
@@ -201,6 +215,8 @@ class CalibrationRecord:
                     if data.get("preprocessing") is None
                     else Preprocessing.from_dict(data["preprocessing"])
                 ),
+                strategy=None if data.get("strategy") is None else str(data["strategy"]),
+                warnings=tuple(str(w) for w in data.get("warnings", ())),
             )
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, CalibrationError):

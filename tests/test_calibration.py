@@ -63,11 +63,11 @@ def test_choice_equals_naive_210_pair_loop():
     assert res.detector.threshold_ == det.threshold_ == res.record.threshold
 
 
-def test_without_ood_data_uses_seeded_synthetic_sets():
+def test_noise_strategy_uses_seeded_synthetic_sets():
     x_id = torch.rand(30, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     kw = {"normalization": NORM, "temperatures": [1, 1000], "epsilons": [0.0, 0.002], "seed": 7}
-    a = calibrate(make_smooth_net(), x_id, **kw)
-    b = calibrate(make_smooth_net(), x_id, **kw)
+    a = calibrate(make_smooth_net(), x_id, strategy="noise", **kw)
+    b = calibrate(make_smooth_net(), x_id, strategy="noise", **kw)
     names = [(s.role, s.name, s.synthetic, s.seed, s.n_images) for s in a.record.sources]
     assert names == [
         ("in_distribution", "in_distribution", False, None, 30),
@@ -79,8 +79,54 @@ def test_without_ood_data_uses_seeded_synthetic_sets():
 
     assert a.record.sources[1].sha256 == content_sha256(gaussian_noise(15, (3, 6, 6), 7))
     assert a.record.sources[2].sha256 == content_sha256(uniform_noise(15, (3, 6, 6), 8))
-    assert "synthetic" in a.record.selection
+    assert a.record.strategy == "noise" and a.record.selection.startswith("noise:")
     np.testing.assert_array_equal(a.id_scores, b.id_scores)
+
+
+def test_without_ood_data_the_jigsaw_rule_chooses_on_shuffled_id_patches():
+    from odin_monitor.record import content_sha256
+    from odin_monitor.synthetic import jigsaw
+
+    x_id = torch.rand(30, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = {"normalization": NORM, "temperatures": [1, 10, 1000], "epsilons": [0.0, 0.002]}
+    res = calibrate(make_smooth_net(), x_id, **kw)
+    assert res.record.strategy == "jigsaw"
+    (src,) = [s for s in res.record.sources if s.role == "ood"]
+    assert (src.name, src.synthetic, src.n_images, src.seed) == ("jigsaw", True, 30, 3)
+    pseudo = jigsaw(x_id.numpy(), grid=4, seed=3)
+    assert src.sha256 == content_sha256(pseudo)
+    # The choice is the grid's best pair against exactly those images.
+    from odin_monitor.scoring import grid_scores
+
+    s_out = grid_scores(make_smooth_net(), torch.from_numpy(pseudo), temperatures=[1, 10, 1000],
+                        epsilons=[0.0, 0.002], normalization=NORM).numpy()  # fmt: skip
+    np.testing.assert_allclose(res.ood_scores, s_out, rtol=0, atol=1e-12)
+    with pytest.raises(InputValidationError, match="strategy='ood-validation'"):
+        calibrate(make_smooth_net(), x_id, strategy="ood-validation", **kw)
+    with pytest.raises(InputValidationError, match="strategy in"):
+        calibrate(make_smooth_net(), x_id, strategy="magic", **kw)
+
+
+def test_self_checks_warn_about_chance_accuracy_grid_edges_and_losing_to_msp():
+    g = torch.Generator().manual_seed(4)
+    x_id = torch.rand(40, 3, 6, 6, generator=g)
+    labels = np.random.default_rng(0).integers(0, 5, 40)  # unrelated labels: chance
+    res = calibrate(make_smooth_net(), x_id, torch.rand(30, 3, 6, 6, generator=g),
+                    normalization=NORM, temperatures=[1, 10, 1000], epsilons=[0.0, 0.001, 0.002],
+                    y_id_val=labels)  # fmt: skip
+    acc = float(np.mean(res.detector.reference_.predicted_class == labels))
+    assert res.record.metrics["val_accuracy"] == pytest.approx(acc)
+    warnings = " | ".join(res.record.warnings)
+    assert f"classifies {100 * acc:.1f}% of the validation images" in warnings
+    t, e = res.record.temperature, res.record.epsilon
+    assert ("T=" in warnings) == (t in (1, 1000))
+    assert ("ε=" in warnings) == (e in (0.0, 0.002))
+    msp = res.grid.msp.metrics["fpr_at_tpr"]
+    assert ("does not beat the MSP" in warnings) == (
+        (t, e) != (1.0, 0.0) and res.best.metrics["fpr_at_tpr"] >= msp
+    )
+    again = type(res.record).from_json(res.record.to_json())
+    assert again.warnings == res.record.warnings and again.sha256() == res.record.sha256()
 
 
 def test_record_metrics_and_round_trip():

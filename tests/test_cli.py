@@ -540,3 +540,21 @@ def test_a_shipped_factory_brings_its_own_normalisation(tmp_path):
     assert res.exit_code == 0, res.output
     assert "normalisation from the model factory: none (raw pixels)" in res.stderr
     assert "preprocessing of image files: L, exact resize to 8x8" in res.stdout
+
+
+def test_calibrate_names_its_rule_and_prints_its_checks(workdir, tmp_path):
+    labels = np.random.default_rng(1).integers(0, 5, 120)  # unrelated labels: near chance
+    x = np.load(workdir / "id.npz")["images"]
+    np.savez(tmp_path / "id.npz", images=x, labels=labels)
+    res = run_calibrate(tmp_path / "id.npz", tmp_path / "c", "--temperatures", "1,10,1000",
+                        "--epsilons", "0,0.001,0.002", flags=())  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "chosen by jigsaw" in res.stdout and "vs MSP" in res.stdout
+    assert "classifier accuracy on the validation images" in res.stdout
+    assert "warning: the classifier classifies" in res.stderr
+    res = run_calibrate(tmp_path / "id.npz", tmp_path / "n", "--strategy", "noise",
+                        "--temperatures", "1,10", "--epsilons", "0,0.001")  # fmt: skip
+    assert res.exit_code == 0 and "chosen by noise" in res.stdout
+    res = run_calibrate(tmp_path / "id.npz", tmp_path / "x", "--strategy", "noise",
+                        "--ood-val", str(workdir / "ood.npz"))  # fmt: skip
+    assert res.exit_code == 2 and "--strategy chooses without OOD data" in res.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from odin_monitor.cli import main
@@ -25,7 +26,7 @@ def test_demo_end_to_end(tmp_path):
     cal = summary["calibration"]
     assert float(mv.tags["odin.temperature"]) == cal["temperature"]
     assert float(mv.tags["odin.epsilon"]) == cal["epsilon"]
-    assert float(mv.tags["odin.threshold"]) == cal["threshold"]
+    assert float(mv.tags["odin.threshold"].split()[0]) == pytest.approx(cal["threshold"], 1e-5)
     assert len(mv.tags["odin.calibration_sha256"]) == 64
 
     # The spike is seen: higher OOD rates on the injected batches, and alerts on them.

@@ -56,6 +56,13 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 )
 @click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406 (with --std).")
 @click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225 (with --mean).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["jigsaw", "noise"]),
+    help="Without --ood-val: the rule that chooses (T, ε) from in-distribution data only "
+    "(default jigsaw: shuffled patches of the ID images stand in for OOD; noise: the "
+    "paper's Gaussian + Uniform, which transfers poorly to natural images).",
+)
 @click.option("--temperatures", help="Comma-separated T grid (default: the paper's 10 values).")
 @click.option("--epsilons", help="Comma-separated ε grid, pixel units (default: paper's 21).")
 @click.option("--tpr-target", default=0.95, show_default=True, type=float)
@@ -101,6 +108,7 @@ def calibrate_command(
     preset: str | None,
     mean: str | None,
     std: str | None,
+    strategy: str | None,
     temperatures: str | None,
     epsilons: str | None,
     tpr_target: float,
@@ -131,7 +139,7 @@ def calibrate_command(
 
     from odin_monitor import calibrate
     from odin_monitor.calibration import PAPER_EPSILONS, PAPER_TEMPERATURES
-    from odin_monitor.data import load_images
+    from odin_monitor.data import load_images, load_labels
     from odin_monitor.modelref import model_from_reference, reference_config
 
     factory = reference_config(model_ref)
@@ -140,6 +148,8 @@ def calibrate_command(
     )
     temps = parse_floats(temperatures, "--temperatures") or PAPER_TEMPERATURES
     eps = parse_floats(epsilons, "--epsilons") or PAPER_EPSILONS
+    if strategy is not None and ood_val:
+        raise click.UsageError("--strategy chooses without OOD data: drop it or --ood-val")
     if out.exists() and any(out.iterdir()):
         raise click.BadParameter(
             f"{out} exists and is not empty; choose a new folder", param_hint="--out"
@@ -162,6 +172,7 @@ def calibrate_command(
 
     spec = spec_for(size, channels) if size is not None and channels in (1, 3) else None
     x_id = load_images(id_val, size=size, limit=limit, preprocessing=spec, report=info)
+    labels = load_labels(id_val, limit=limit)
     shape = (int(x_id.shape[2]), int(x_id.shape[3]))
     if spec is None and x_id.shape[1] in (1, 3):
         spec = spec_for(shape, int(x_id.shape[1]))
@@ -198,16 +209,28 @@ def calibrate_command(
             id_name=str(id_val),
             progress=advance,
             preprocessing=spec,
+            strategy=strategy if not oods else None,  # type: ignore[arg-type]
+            y_id_val=labels,
         )
     write_calibration(result, out, model_ref)
     rec = result.record
     m = rec.metrics
+    for warning in rec.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    msp_fpr, msp_auroc = m.get("msp_fpr_at_tpr", float("nan")), m.get("msp_auroc", float("nan"))
     emit(
         {"out": str(out), "record": rec.to_dict(), "calibration_sha256": rec.sha256()},
         lambda: (
             f"T={rec.temperature:g}  ε={rec.epsilon:g}  δ={rec.threshold:.6g}  "
-            f"(validation FPR@{100 * rec.tpr_target:g}%TPR {100 * m['fpr_at_tpr']:.2f}%, "
-            f"AUROC {100 * m['auroc']:.2f}%)\n"
+            f"(chosen by {rec.strategy}; validation FPR@{100 * rec.tpr_target:g}%TPR "
+            f"{100 * m['fpr_at_tpr']:.2f}% vs MSP {100 * msp_fpr:.2f}%, "
+            f"AUROC {100 * m['auroc']:.2f}% vs MSP {100 * msp_auroc:.2f}%)\n"
+            + (
+                f"classifier accuracy on the validation images: {100 * m['val_accuracy']:.1f}%\n"
+                if "val_accuracy" in m
+                else ""
+            )
+            + f"{len(rec.warnings)} warning(s) from the calibration's checks\n"
             f"preprocessing of image files: "
             f"{rec.preprocessing.describe() if rec.preprocessing else 'none (tensors only)'}\n"
             f"model folder: {out / 'model'}\nrecord: {out / 'record.json'}\n"
