@@ -62,6 +62,7 @@ from odin_monitor.calibration import CalibrationResult
 from odin_monitor.columns import SCORE_COLUMNS
 from odin_monitor.detector import BatchScores, OdinDetector
 from odin_monitor.errors import ModelLoadError, NotFittedError
+from odin_monitor.inference_log import writer_from_config
 from odin_monitor.record import CalibrationRecord
 
 if TYPE_CHECKING:
@@ -93,9 +94,9 @@ _CODE_DIR = "code"
 _SHIPPED_FILES: dict[str, tuple[str, ...]] = {
     "odin_monitor": (
         "__init__.py", "_version.py", "py.typed", "calibration.py", "columns.py",
-        "detector.py", "errors.py", "grid.py", "hyper.py", "metrics.py", "modelref.py",
-        "normalization.py", "preprocess.py", "record.py", "scoring.py", "synthetic.py",
-        "validation.py",
+        "detector.py", "errors.py", "grid.py", "hyper.py", "inference_log.py", "metrics.py",
+        "modelref.py", "normalization.py", "preprocess.py", "record.py", "scoring.py",
+        "synthetic.py", "validation.py",
         "models",
     ),
     "mlflow_plugin": (
@@ -358,7 +359,13 @@ def save_model(
         code=code_dir,
         conda_env=compat.CONDA_ENV_FILE_NAME,
         python_env=compat.PYTHON_ENV_FILE_NAME,
-        model_config={"device": None},
+        # MLflow only lets a load override the keys saved here (None: the defaults).
+        model_config={
+            "device": None,
+            "inference_log": None,
+            "model_name": None,
+            "model_version": None,
+        },
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
     compat.write_environment(
@@ -692,9 +699,12 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     det = _load_detector(path, conf, device=device)
     _check_signature_matches(path, float(det.threshold_))
     record = _read_record(path, conf)
+    # ODIN_INFERENCE_LOG or model_config={"inference_log": folder}: every scored row logged.
+    inference_log = writer_from_config(dict(model_config or {}), calibration_sha256=record.sha256())
     return OdinPyfuncModel(
         det,
         batch_size=int(conf.get("batch_size", det.batch_size)),
         threshold=det.threshold_,
         preprocessing=record.preprocessing,
+        inference_log=inference_log,
     )

@@ -34,6 +34,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from odin_monitor.columns import MLFLOW_TYPES, SCORE_COLUMNS
 from odin_monitor.detector import OdinDetector
 from odin_monitor.errors import InputValidationError, OdinError
+from odin_monitor.inference_log import InferenceLogWriter
 from odin_monitor.preprocess import Preprocessing, preprocess_images
 
 __all__ = [
@@ -197,6 +198,8 @@ class OdinPyfuncModel:
         threshold: Default δ (the signature's default; the calibrated value).
         preprocessing: How encoded images become inputs (the record's), or ``None``
             for a model that takes tensors only.
+        inference_log: Where every scored request's rows are appended
+            (:class:`~odin_monitor.inference_log.InferenceLogWriter`), or ``None``.
     """
 
     def __init__(
@@ -206,8 +209,10 @@ class OdinPyfuncModel:
         batch_size: int,
         threshold: float,
         preprocessing: Preprocessing | None = None,
+        inference_log: InferenceLogWriter | None = None,
     ) -> None:
         self.detector = detector
+        self.inference_log = inference_log
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.preprocessing = preprocessing
@@ -267,7 +272,10 @@ class OdinPyfuncModel:
             scores = det.score_batch(x, threshold=threshold)
         except OdinError as err:
             raise MlflowException.invalid_parameter_value(str(err)) from err
-        return scores.to_frame()
+        frame = scores.to_frame()
+        if self.inference_log is not None:
+            self.inference_log.append(frame)  # never raises, never waits on the disk
+        return frame
 
     def _images(self, model_input: Any, input_shape: tuple[int, ...]) -> Any:
         encoded = image_column(model_input)
