@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from odin_monitor.cli._common import info
-from odin_monitor.normalization import IMAGENET_NORMALIZATION, Normalization
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,12 +23,14 @@ if TYPE_CHECKING:
     from odin_monitor.models.config import ModelConfig
     from odin_monitor.monitoring import BatchResult, ModelRef, MonitorConfig
     from odin_monitor.monitoring.inbox import ScanItem
+    from odin_monitor.normalization import Normalization
     from odin_monitor.record import CalibrationRecord
 
-NORMALIZATIONS: dict[str, Normalization | None] = {
+#: The --normalization presets: name -> (mean, std), or None for raw pixels.
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "none": None,
-    "imagenet": IMAGENET_NORMALIZATION,
-    "cifar10": Normalization(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 
 
@@ -46,8 +47,11 @@ def normalization_from_options(
     """
     if preset is not None and (mean or std):
         raise click.UsageError("give either --normalization or --mean/--std, not both")
+    from odin_monitor.normalization import Normalization
+
     if preset is not None:
-        return NORMALIZATIONS[preset]
+        stats = NORMALIZATIONS[preset]
+        return None if stats is None else Normalization(mean=stats[0], std=stats[1])
     if mean and std:
         return Normalization(mean=mean, std=std)
     if factory is not None:
@@ -113,6 +117,22 @@ class LoadedModel:
             preprocessing=self.record.preprocessing,
             report=info,
         )
+
+    def windows(
+        self, folder: Path, config: MonitorConfig, *, window: int | None, every: float | None
+    ) -> Iterator[BatchResult]:
+        """:func:`~odin_monitor.monitoring.inference_windows.run_inference_windows` here."""
+        from odin_monitor.monitoring.inference_windows import run_inference_windows
+
+        return run_inference_windows(
+            folder, self.ref, config, window=window, every=every, reference=self.reference
+        )
+
+    @property
+    def alias(self) -> str | None:
+        """The registry alias of a ``models:/NAME@ALIAS`` URI, else None."""
+        body = self.uri.removeprefix("models:/")
+        return body.partition("@")[2] or None if self.uri.startswith("models:/") else None
 
     def scan(self, inbox: Path, config: MonitorConfig) -> Iterator[ScanItem]:
         """:func:`odin_monitor.monitoring.inbox.scan_inbox` with this detector."""
@@ -196,6 +216,8 @@ def monitor_config(
     mlflow_metrics: bool = False,
     alpha: float = 0.01,
     jsonl: bool = True,
+    alertmanager_url: str | None = None,
+    alias: str | None = None,
 ) -> MonitorConfig:
     """The monitoring layout under one folder: scores.db, reports/, workspace/, quarantine/."""
     from odin_monitor.monitoring import (
@@ -218,6 +240,10 @@ def monitor_config(
         notifiers.append(WebhookNotifier(webhook))
     if mlflow_metrics:
         notifiers.append(MlflowNotifier(use_tracking_uri(None)))
+    if alertmanager_url:
+        from odin_monitor.monitoring.alertmanager import AlertmanagerNotifier
+
+        notifiers.append(AlertmanagerNotifier(alertmanager_url, alias=alias))
     return MonitorConfig(
         log=ScoreLog(monitor_dir / "scores.db"),
         quarantine_dir=monitor_dir / "quarantine",
@@ -227,6 +253,21 @@ def monitor_config(
         notifiers=tuple(notifiers),
         report_alpha=alpha,
     )
+
+
+def serve_metrics_of(config: MonitorConfig, loaded: LoadedModel, port: int) -> Any:
+    """``/metrics`` of the score log on 127.0.0.1:``port`` (rebuilt from the log first)."""
+    from odin_monitor.monitoring.prometheus import (
+        OdinCollector,
+        calibration_labels,
+        serve_metrics,
+    )
+
+    labels = calibration_labels(loaded.ref, epsilon=loaded.record.epsilon, alias=loaded.alias)
+    collector = OdinCollector(config.log, rules=config.rules, calibration=labels)
+    server = serve_metrics(collector, port)
+    info(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
+    return server
 
 
 def _log_alerts_to(path: Path) -> None:

@@ -8,7 +8,6 @@ import click
 
 from odin_monitor.cli._common import emit, info, parse_floats, progress
 from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options, write_calibration
-from odin_monitor.preprocess import Preprocessing
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -141,6 +140,7 @@ def calibrate_command(
     from odin_monitor.calibration import PAPER_EPSILONS, PAPER_TEMPERATURES
     from odin_monitor.data import load_images, load_labels
     from odin_monitor.modelref import model_from_reference, reference_config
+    from odin_monitor.preprocess import Preprocessing
 
     factory = reference_config(model_ref)
     norm = normalization_from_options(

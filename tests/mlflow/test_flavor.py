@@ -175,9 +175,11 @@ def test_mlmodel_without_the_record_hash_is_refused(model_copy: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("threshold", 0.0), ("temperature", 1.0), ("epsilon", 0.5), ("tpr_target", 0.5)],
+    [("threshold", 0.0), ("temperature", 777.0), ("epsilon", 0.5), ("tpr_target", 0.5)],
 )
 def test_mlmodel_flavour_values_must_match_the_record(model_copy: Path, key, value) -> None:
+    conf = yaml.safe_load((model_copy / "MLmodel").read_text())["flavors"]["odin"]
+    assert conf[key] != value  # the edit changes the value
     edit_mlmodel(model_copy, lambda doc: doc["flavors"]["odin"].__setitem__(key, value))
     for message in load_everywhere(model_copy):
         assert f"{key}: MLmodel {value!r}" in message
