@@ -45,8 +45,19 @@ def test_demo_end_to_end(tmp_path):
     # The Evidently report of a spike batch holds our OOD-rate widget.
     from odin_monitor.monitoring.evidently_metrics import WIDGET_MARKER
 
-    html = (out / "monitoring" / "reports").rglob("batch-0009.html")
+    html = (out / "monitoring" / "reports").rglob(f"{batches[-1]['batch_id']}.html")
     assert WIDGET_MARKER in next(html).read_text(encoding="utf-8")
+
+    # One batch identity: the demo's own hint re-scores a batch, and nothing new is logged.
+    from odin_monitor.monitoring import ScoreLog
+
+    log = ScoreLog(out / "monitoring" / "scores.db")
+    assert len(log.batch_ids()) == len(batches) == 10
+    hint = next(c for c in summary["commands"] if c.startswith("odin-monitor score"))
+    again = CliRunner().invoke(main, ["--json", *hint.split()[1:]], catch_exceptions=False)
+    assert again.exit_code in (0, 3), again.output
+    assert json.loads(again.stdout)["duplicate"] is True
+    assert len(log.batch_ids()) == 10
     assert (out / "monitoring" / "workspace").is_dir()
     for name in ("grid.png", "roc.png", "histograms.png", "grid.csv", "record.json"):
         assert (out / "calibration" / name).is_file()

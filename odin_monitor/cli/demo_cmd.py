@@ -328,7 +328,8 @@ def run_demo(
         path = inbox / f"batch-{b:04d}.npz"
         np.savez_compressed(path, images=images)
         stamp = (start + timedelta(minutes=b)).isoformat()
-        res = loaded.process(path, config, batch_id=f"batch-{b:04d}", created_at=stamp)
+        # The batch id is the hash of the file, as for `odin-monitor score`: one identity.
+        res = loaded.process(path, config, created_at=stamp)
         results.append(res)
         lines.append(human(res) + ("   <- OOD spike injected" if b >= spike_from else ""))
         info(lines[-1])
