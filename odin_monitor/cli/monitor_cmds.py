@@ -18,6 +18,7 @@ from odin_monitor.cli._wiring import (
     finish_deliveries,
     load_detector,
     monitor_config,
+    serve_metrics_of,
     use_tracking_uri,
 )
 
@@ -162,13 +163,40 @@ def _in_range(created_at: str, since: str | None, until: str | None) -> bool:
     return (since is None or t >= parse(since)) and (until is None or t < parse(until))
 
 
+def _duration(text: str | None) -> float | None:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` → seconds."""
+    if text is None:
+        return None
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise click.BadParameter(
+            f"expected a duration such as 90s, 15m or 1h, got {text!r}", param_hint="--every"
+        )
+    return seconds
+
+
 @click.command("monitor")
 @click.option(
     "--inbox",
-    required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder where batches arrive (.npz/.npy, .csv/.parquet, or sub-folders of images).",
 )
+@click.option(
+    "--inference-log",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The served model's inference log (ODIN_INFERENCE_LOG), cut into batches.",
+)
+@click.option("--window", type=click.IntRange(min=1), help="With --inference-log: rows per batch.")
+@click.option("--every", help="With --inference-log: one batch per period, e.g. 5m, 1h.")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus /metrics here."
+)
+@click.option("--alertmanager-url", help="Post alerts to this Alertmanager (API v2), e.g. :9093.")
 @MODEL_URI
 @MONITOR_DIR
 @TRACKING
@@ -186,7 +214,12 @@ def _in_range(created_at: str, since: str | None, until: str | None) -> bool:
 )
 @click.option("--max-scans", type=int, help="Stop after this many scans (default: run forever).")
 def monitor_command(
-    inbox: Path,
+    inbox: Path | None,
+    inference_log: Path | None,
+    window: int | None,
+    every: str | None,
+    metrics_port: int | None,
+    alertmanager_url: str | None,
     model_uri: str,
     monitor_dir: Path,
     tracking_uri: str | None,
@@ -198,7 +231,7 @@ def monitor_command(
     interval: float,
     max_scans: int | None,
 ) -> None:
-    """Watch INBOX: score each new batch exactly once, report, and alert.
+    """Watch INBOX (or the served model's inference log): each batch once, report, alert.
 
     A batch's id is a hash of its file (or of a folder's files), so a batch seen
     before is never scored twice, even across restarts. Unreadable batches go to
@@ -208,6 +241,12 @@ def monitor_command(
     With --once, the exit code is 3 if any alert fired, 4 if a batch was
     quarantined, 5 if a report or notifier failed, else 0.
 
+    With --inference-log FOLDER (what `mlflow models serve` writes with
+    ODIN_INFERENCE_LOG=FOLDER), the log is cut into batches of --window N rows or
+    one per --every period, each processed exactly once, even across kill -9.
+    --metrics-port serves Prometheus metrics (counts rebuilt from the score log);
+    --alertmanager-url posts fired and resolved alerts to Alertmanager.
+
     \b
     Example (cron, every 5 minutes):
       */5 * * * * odin-monitor monitor --inbox /data/inbox \\
@@ -216,26 +255,48 @@ def monitor_command(
     from odin_monitor.monitoring import combined_exit_code
     from odin_monitor.monitoring.inbox import inbox_lock
 
+    if (inbox is None) == (inference_log is None):
+        raise click.UsageError("give exactly one of --inbox or --inference-log")
+    seconds = _duration(every)
+    if inference_log is not None and (window is None) == (seconds is None):
+        raise click.UsageError("with --inference-log, give exactly one of --window or --every")
+    if inference_log is None and (window is not None or seconds is not None):
+        raise click.UsageError("--window and --every go with --inference-log")
     use_tracking_uri(tracking_uri)
     loaded = load_detector(model_uri, device=device)
     config = monitor_config(
-        monitor_dir, webhook=webhook, mlflow_metrics=mlflow_metrics, alpha=alpha
+        monitor_dir,
+        webhook=webhook,
+        mlflow_metrics=mlflow_metrics,
+        alpha=alpha,
+        alertmanager_url=alertmanager_url,
+        alias=loaded.alias,
     )
+    server = None if metrics_port is None else serve_metrics_of(config, loaded, metrics_port)
+    folder = inbox if inbox is not None else inference_log
+    assert folder is not None
+    folder.mkdir(parents=True, exist_ok=True)
     results: list[BatchResult] = []
     failures = 0
     scans = 0
     while True:
         scans += 1
-        with inbox_lock(inbox) as mine:
+        with inbox_lock(folder) as mine:
             if not mine:
-                info(f"another monitor is scanning {inbox}; skipping this scan")
+                info(f"another monitor is scanning {folder}; skipping this scan")
+            elif inference_log is not None:
+                for result in loaded.windows(folder, config, window=window, every=seconds):
+                    results.append(result)
+                    emit(summarize(result), human(result))
             else:
-                for item in loaded.scan(inbox, config):
+                for item in loaded.scan(folder, config):
                     failures += _print_item(item, results)
         if once or (max_scans is not None and scans >= max_scans):
             break
         time.sleep(interval)
     finish_deliveries(config)
+    if server is not None:
+        server.shutdown()
     info(f"{len(results)} batch(es) processed; score log {monitor_dir / 'scores.db'}")
     code = combined_exit_code(results)
     click.get_current_context().exit(code if code or not failures else EXIT_ERROR)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from odin_monitor.monitoring.batches import BatchRecord, utcnow
@@ -47,6 +47,9 @@ class Alert:
         threshold: Decision threshold (``alpha`` or CUSUM ``h``).
         report_path: HTML report of the newest batch, when one was written.
         created_at: ISO-8601 UTC creation time.
+        status: ``"firing"``, or ``"resolved"`` for the batch after a firing one that no
+            longer fires (:func:`resolutions`; only notifiers that ask for them, such as
+            Alertmanager's, receive those).
     """
 
     alert_id: str
@@ -64,6 +67,7 @@ class Alert:
     threshold: float
     report_path: str | None = None
     created_at: str = field(default_factory=utcnow)
+    status: str = "firing"
 
     @property
     def message(self) -> str:
@@ -231,6 +235,36 @@ class CusumRule:
         while start > 0 and stat[start - 1] > 0 and not alarm[start - 1]:
             start -= 1
         return [_make_alert(self.name, history[start:], stat[-1], None, self.h)]
+
+
+def resolutions(rules: Sequence[Rule], history: Sequence[BatchRecord]) -> list[Alert]:
+    """Resolution of each rule that fired on the batch before the newest and not on it.
+
+    Pure, like the rules: replaying the log reproduces them. Each is an :class:`Alert`
+    with ``status="resolved"`` about the newest batch (its OOD rate and binomial
+    p-value), with its own deterministic id.
+
+    Example:
+        >>> resolutions([BinomialSpikeRule()], [])
+        []
+    """
+    if len(history) < 2:
+        return []
+    last = history[-1]
+    out: list[Alert] = []
+    for rule in rules:
+        if rule.evaluate(history[:-1]) and not rule.evaluate(history):
+            p = binomial_pvalue(last.n_ood, last.n_images, last.model.expected_ood_rate)
+            threshold = float(getattr(rule, "alpha", getattr(rule, "h", 0.0)))
+            fired = _make_alert(rule.name, [last], last.n_ood, p, threshold)
+            out.append(
+                replace(
+                    fired,
+                    alert_id=_alert_id(f"{rule.name}:resolved", fired.batch_ids),
+                    status="resolved",
+                )
+            )
+    return out
 
 
 def evaluate_rules(rules: Sequence[Rule], history: Sequence[BatchRecord]) -> list[Alert]:

@@ -72,8 +72,19 @@ def deliver_pending(
     deadline = None if budget is None else time.monotonic() + budget
     delivered = failed = 0
     broken: set[str] = set()
+    # Notifiers with `in_order` (Alertmanager: a resolution must not overtake its alert)
+    # take their rows strictly oldest first: a row waiting for its retry holds the rest.
+    ordered = {n.name for n in notifiers if getattr(n, "in_order", False)}
+    queues: dict[str, list[str]] = {name: [] for name in ordered}
+    if ordered:
+        for alert_id, name, _ in log.pending_deliveries():
+            if name in queues:
+                queues[name].append(alert_id)
     for alert_id, name, attempts, payload in log.due_deliveries(by_name):
         if name in broken:
+            continue
+        if name in queues and queues[name][:1] != [alert_id]:
+            broken.add(name)  # an older row is not due yet: wait for it
             continue
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -83,6 +94,8 @@ def deliver_pending(
         if remaining is not None:
             timeout = min(timeout, remaining)
         if not log.claim_delivery(alert_id, name, lease=timeout + 60.0):
+            if name in queues:
+                broken.add(name)  # held by another drain: the rest waits behind it
             continue  # delivered or being sent by another drain
         try:
             send_once = getattr(notifier, "send_once", None)
@@ -103,6 +116,8 @@ def deliver_pending(
         else:
             if log.mark_delivery(alert_id, name):
                 delivered += 1
+            if name in queues:
+                queues[name].pop(0)
     return delivered, failed
 
 

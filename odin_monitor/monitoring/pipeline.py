@@ -29,7 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from odin_monitor.monitoring.alerts import Alert, BinomialSpikeRule, CusumRule, Rule, evaluate_rules
+from odin_monitor.monitoring.alerts import (
+    Alert,
+    BinomialSpikeRule,
+    CusumRule,
+    Rule,
+    evaluate_rules,
+    resolutions,
+)
 from odin_monitor.monitoring.batches import (
     BatchRecord,
     check_same_content,
@@ -102,6 +109,17 @@ def _evaluate(config: MonitorConfig, history: Sequence[BatchRecord]) -> tuple[Al
 
 def _alert_rows(alerts: Sequence[Alert]) -> list[tuple[str, str, dict[str, object]]]:
     return [(a.alert_id, a.rule, a.to_dict()) for a in alerts]
+
+
+def _resolving_notifiers(config: MonitorConfig) -> list[str]:
+    """Notifiers that also take resolutions (``wants_resolutions``, e.g. Alertmanager's)."""
+    return [n.name for n in config.notifiers if getattr(n, "wants_resolutions", False)]
+
+
+def _resolution_rows(
+    config: MonitorConfig, history: Sequence[BatchRecord]
+) -> list[tuple[str, str, dict[str, object]]]:
+    return _alert_rows(resolutions(config.rules, history))
 
 
 def _history_up_to(log: ScoreLog, record: BatchRecord) -> list[BatchRecord]:
@@ -227,8 +245,11 @@ def revisit_batch(model: ModelRef, config: MonitorConfig, batch_id: str) -> Batc
             f"Expected a committed batch id but got unknown {batch_id!r}; "
             "process the batch with process_batch first."
         )
-    alerts = _evaluate(config, _history_up_to(log, record))
+    history = _history_up_to(log, record)
+    alerts = _evaluate(config, history)
     log.store_alerts_of(batch_id, _alert_rows(alerts), [n.name for n in config.notifiers])
+    if _resolving_notifiers(config):
+        log.enqueue_alerts(_resolution_rows(config, history), _resolving_notifiers(config))
     errors: list[str] = []
     rebuilt = False
     files, snapshot = _missing_report_parts(config, batch_id)
@@ -344,6 +365,8 @@ def process_batch(
         content_sha256=content,
         alerts_for=alerts_for,
         notifiers=[n.name for n in config.notifiers],
+        resolutions_for=lambda history: _resolution_rows(config, history),
+        resolution_notifiers=_resolving_notifiers(config),
     )
     if not created:  # another process committed this batch id meanwhile
         return revisit_batch(model, config, bid)

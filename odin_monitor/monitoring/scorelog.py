@@ -78,6 +78,8 @@ class ScoreLog(OutboxStore):
         content_sha256: str | None = None,
         alerts_for: Callable[[list[BatchRecord]], AlertRows] | None = None,
         notifiers: Sequence[str] = (),
+        resolutions_for: Callable[[list[BatchRecord]], AlertRows] | None = None,
+        resolution_notifiers: Sequence[str] = (),
     ) -> tuple[BatchRecord, bool]:
         """Write a scored batch atomically, with its alerts; idempotent on ``batch_id``.
 
@@ -95,6 +97,9 @@ class ScoreLog(OutboxStore):
                 in ``notifiers``, in the same transaction as the batch: a crash can
                 never leave the batch committed without its alerts.
             notifiers: Outbox keys for the alerts of ``alerts_for``.
+            resolutions_for: Like ``alerts_for``, for resolutions
+                (:func:`~.alerts.resolutions`), stored in the same transaction.
+            resolution_notifiers: Outbox keys for them (notifiers that resolve alerts).
 
         Returns:
             ``(record, created)``; ``created`` is False when the id already existed
@@ -148,9 +153,12 @@ class ScoreLog(OutboxStore):
                     "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
                     score_rows((batch_id,), scores),
                 )
-                if alerts_for is not None:
+                if alerts_for is not None or resolutions_for is not None:
                     history = model_history(con, model)
+                if alerts_for is not None:
                     insert_alerts(con, alerts_for(history), notifiers)
+                if resolutions_for is not None and resolution_notifiers:
+                    insert_alerts(con, resolutions_for(history), resolution_notifiers)
         record = self.get_batch(batch_id)
         if record is None:  # pragma: no cover - would mean the commit was lost
             raise ScoreLogError(f"Batch {batch_id!r} was committed but cannot be read back.")

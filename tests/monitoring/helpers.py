@@ -145,3 +145,115 @@ class Hook:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class JsonReceiver:
+    """A local HTTP server keeping every JSON body POSTed to it (an Alertmanager webhook)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.port = free_port()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.bodies.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for body in list(self.bodies):
+                if predicate(body):
+                    return body
+            time.sleep(0.1)
+        raise AssertionError(f"no matching body within {timeout}s; got {self.bodies}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def alertmanager_binary() -> str | None:
+    import shutil
+
+    return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def wait_http(url: str, timeout: float = 30.0, proc=None) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {timeout}s")
+
+
+def start_alertmanager(folder, webhook_url: str, port: int | None = None):
+    """A real Alertmanager on 127.0.0.1 (no cluster), routing everything to ``webhook_url``.
+
+    Returns ``(process, base_url)``; stop it with :func:`stop_process`.
+    """
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "alertmanager.yml").write_text(
+        "route:\n  receiver: hook\n  group_by: [alertname, model, version]\n"
+        "  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n"
+        "receivers:\n  - name: hook\n    webhook_configs:\n"
+        f"      - url: {webhook_url}\n        send_resolved: true\n"
+    )
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [
+            alertmanager_binary(),
+            f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=open(folder / "alertmanager.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/-/ready", proc=proc)
+    except AssertionError:
+        stop_process(proc)
+        raise AssertionError((folder / "alertmanager.log").read_text()[-2000:]) from None
+    return proc, base
+
+
+def stop_process(proc, timeout: float = 10.0) -> None:
+    """Stop a server we started, by its PID (SIGTERM, then SIGKILL)."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
