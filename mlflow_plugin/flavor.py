@@ -101,7 +101,8 @@ _SHIPPED_FILES: dict[str, tuple[str, ...]] = {
     ),
     "mlflow_plugin": (
         "__init__.py", "py.typed", "_mlflow_compat.py", "export.py", "flavor.py",
-        "pt2_check.py", "pyfunc.py", "registry.py", "tags.py", "errors.py",
+        "pt2_check.py", "pt2_grammar.py", "pt2_schema.py", "pyfunc.py", "registry.py",
+        "tags.py", "errors.py",
     ),
 }  # fmt: skip
 
