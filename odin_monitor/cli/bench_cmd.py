@@ -38,7 +38,7 @@ def _route(name: str, help_text: str) -> None:
     @click.pass_context
     def command(ctx: click.Context, args: tuple[str, ...]) -> None:
         # Imported on use: `odin-monitor --help` stays fast and needs no benchmark extra.
-        entry = importlib.import_module(f"odin_monitor.bench.{name}.cli")
+        entry = importlib.import_module(f"odin_monitor.bench.{name.replace('-', '_')}.cli")
         ctx.exit(entry.main(list(args), prog=f"odin-monitor bench {name}"))
 
 
@@ -49,6 +49,16 @@ _route(
     \b
     Example:
       odin-monitor bench quality --depths 20 --n-ood-val 200 --markdown quality.md
+    """,
+)
+_route(
+    "no-ood",
+    """Calibration without OOD data (issue 12): noise, paper default, mean ID score and
+    jigsaw against an OOD-tuned detector and MSP, per ResNet depth.
+
+    \b
+    Example:
+      odin-monitor bench no-ood --cache ~/.cache/odin-no-ood --threads 1 --markdown no_ood.md
     """,
 )
 _route(
