@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
-import numpy as np
 import pandas as pd
 import torch
 from mlflow import pyfunc
@@ -46,12 +43,21 @@ from mlflow_plugin import _mlflow_compat as compat
 from mlflow_plugin.export import (
     ModelExportError,
     export_classifier,
-    load_exported,
-    load_from_factory,
     save_state_dict,
 )
+from mlflow_plugin.integrity import check_signature_matches, read_record
+from mlflow_plugin.model_folder import (
+    PT2_FILE,
+    RECORD_FILE,
+    STATE_DICT_FILE,
+    default_input_example,
+    load_classifier,
+    png_example,
+    read_reference,
+    ship_code,
+    write_data,
+)
 from mlflow_plugin.pyfunc import (
-    IMAGE_COLUMN,
     InputKind,
     OdinPyfuncModel,
     model_signature,
@@ -59,8 +65,7 @@ from mlflow_plugin.pyfunc import (
 )
 from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
-from odin_monitor.columns import SCORE_COLUMNS
-from odin_monitor.detector import BatchScores, OdinDetector
+from odin_monitor.detector import OdinDetector
 from odin_monitor.errors import ModelLoadError, NotFittedError
 from odin_monitor.inference_log import writer_from_config
 from odin_monitor.record import CalibrationRecord
@@ -82,29 +87,6 @@ __all__ = [
 FLAVOR_NAME = "odin"
 Serialization = Literal["auto", "pt2", "state_dict"]
 
-_PT2_FILE = "data/model.pt2"
-_STATE_DICT_FILE = "data/state_dict.pt"
-_RECORD_FILE = "data/calibration_record.json"
-_REFERENCE_FILE = "data/reference_scores.npz"
-_GRID_FILE = "data/calibration_grid.csv"
-_CODE_DIR = "code"
-# What loading and scoring a model need, per package (the CLI, monitoring, benchmarks
-# and the demo stay out of the model folder). The packages' ``__init__`` extends their
-# ``__path__``, so a model's partial copy never hides the rest of an installed copy.
-_SHIPPED_FILES: dict[str, tuple[str, ...]] = {
-    "odin_monitor": (
-        "__init__.py", "_version.py", "py.typed", "calibration.py", "columns.py",
-        "detector.py", "errors.py", "grid.py", "hyper.py", "inference_log.py", "metrics.py",
-        "modelref.py", "normalization.py", "preprocess.py", "record.py", "scoring.py",
-        "synthetic.py", "validation.py",
-        "models",
-    ),
-    "mlflow_plugin": (
-        "__init__.py", "py.typed", "_mlflow_compat.py", "export.py", "flavor.py",
-        "pt2_check.py", "pt2_grammar.py", "pt2_schema.py", "pyfunc.py", "registry.py",
-        "tags.py", "errors.py",
-    ),
-}  # fmt: skip
 
 _logger = logging.getLogger(__name__)
 
@@ -182,49 +164,14 @@ def _save_classifier(
         )
     if serialization != "state_dict":
         try:
-            export_classifier(model, input_shape, os.path.join(path, _PT2_FILE))
-            return "pt2", _PT2_FILE
+            export_classifier(model, input_shape, os.path.join(path, PT2_FILE))
+            return "pt2", PT2_FILE
         except ModelExportError as err:
             if serialization == "pt2" or not model_factory:
                 raise
             _logger.warning("%s Saving a state_dict and %r instead.", err, model_factory)
-    save_state_dict(model, str(model_factory), input_shape, os.path.join(path, _STATE_DICT_FILE))
-    return "state_dict", _STATE_DICT_FILE
-
-
-def _ship_code(path: str, code_paths: Sequence[str] | None) -> str:
-    compat.copy_code_paths(code_paths, path)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package, names in _SHIPPED_FILES.items():
-        src = Path(__import__(package).__file__ or "").parent
-        dst = Path(path, _CODE_DIR, package)
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            if (src / name).is_dir():
-                shutil.copytree(src / name, dst / name, ignore=ignore)
-            else:
-                shutil.copy2(src / name, dst / name)
-    return _CODE_DIR
-
-
-def _default_input_example(input_shape: tuple[int, ...]) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return np.round(rng.uniform(0.0, 1.0, (2, *input_shape)), 3).astype(np.float32)
-
-
-def _png_example(images: np.ndarray) -> pd.DataFrame:
-    """Float ``(n, C, H, W)`` images as an ``image`` column of PNG files."""
-    import io
-
-    from PIL import Image
-
-    files = []
-    for x in np.asarray(images, dtype=np.float32):
-        pixels = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
-        buf = io.BytesIO()
-        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buf, "PNG")
-        files.append(buf.getvalue())
-    return pd.DataFrame({IMAGE_COLUMN: files})
+    save_state_dict(model, str(model_factory), input_shape, os.path.join(path, STATE_DICT_FILE))
+    return "state_dict", STATE_DICT_FILE
 
 
 def _input_kind(requested: InputKind | None, record: CalibrationRecord) -> InputKind:
@@ -239,22 +186,6 @@ def _input_kind(requested: InputKind | None, record: CalibrationRecord) -> Input
             "(calibrate(..., preprocessing=Preprocessing(...)) or the default 'auto')."
         )
     return kind
-
-
-def _write_data(
-    path: str, det: OdinDetector, record: CalibrationRecord, result: CalibrationResult | None
-) -> tuple[str | None, str | None]:
-    Path(path, _RECORD_FILE).write_text(record.to_json())
-    reference = None
-    if getattr(det, "reference_", None) is not None:
-        ref = det.reference_
-        np.savez(Path(path, _REFERENCE_FILE), **{c: getattr(ref, c) for c in SCORE_COLUMNS})
-        reference = _REFERENCE_FILE
-    grid = None
-    if result is not None:
-        result.grid_frame().to_csv(Path(path, _GRID_FILE), index=False)
-        grid = _GRID_FILE
-    return reference, grid
 
 
 def save_model(
@@ -315,15 +246,15 @@ def save_model(
     input_shape = tuple(int(s) for s in det.input_shape_)
 
     fmt, model_file = _save_classifier(det.model, input_shape, path, serialization, model_factory)
-    reference, grid = _write_data(path, det, rec, result)
-    code_dir = _ship_code(path, code_paths)
+    reference, grid = write_data(path, det, rec, result)
+    code_dir = ship_code(path, code_paths)
 
     kind = _input_kind(input_kind, rec)
-    example = _default_input_example(input_shape) if input_example is None else input_example
+    example = default_input_example(input_shape) if input_example is None else input_example
     if isinstance(example, torch.Tensor):
         example = example.detach().cpu().numpy()
     if kind == "image" and not isinstance(example, pd.DataFrame):
-        example = _png_example(example)
+        example = png_example(example)
     compat.save_input_example(mlflow_model, example, path)
     mlflow_model.signature = model_signature(
         input_shape, threshold=rec.threshold, batch_size=int(det.batch_size), input_kind=kind
@@ -335,7 +266,7 @@ def save_model(
         format=fmt,
         model_file=model_file,
         model_factory=model_factory if fmt == "state_dict" else None,
-        record_file=_RECORD_FILE,
+        record_file=RECORD_FILE,
         reference_file=reference,
         grid_file=grid,
         temperature=rec.temperature,
@@ -488,125 +419,6 @@ def log_model(
 # -- loading -------------------------------------------------------------------------
 
 
-def _read_record(model_path: str, conf: Mapping[str, Any]) -> CalibrationRecord:
-    """The calibration record, after checking that MLmodel agrees with it.
-
-    The record is the one truth about T, ε and δ: MLmodel must carry its sha256 and
-    repeat its values. An edited or stripped MLmodel is refused, so serving (which
-    reads MLmodel) and monitoring (which reads the record) can never disagree.
-    """
-    file = Path(model_path, str(conf.get("record_file", _RECORD_FILE)))
-    if not file.is_file():
-        raise ModelLoadError(f"Expected the calibration record at {file}, but there is none.")
-    record = CalibrationRecord.from_json(file.read_text())
-    expected = conf.get("calibration_sha256")
-    if not isinstance(expected, str) or not expected:
-        raise ModelLoadError(
-            "Expected MLmodel's odin flavour to hold calibration_sha256 (the hash of "
-            f"{file.name}), but it has none: the file was edited after saving. Re-log the "
-            "detector instead of editing its files."
-        )
-    if record.sha256() != expected:
-        raise ModelLoadError(
-            f"The calibration record {file.name} does not match the MLmodel file (sha256 "
-            f"{record.sha256()[:12]}… vs {str(expected)[:12]}…): it was changed after saving. "
-            "Re-log the detector instead of editing its files."
-        )
-    _check_flavor_matches(conf, record)
-    return record
-
-
-def _flavor_values(record: CalibrationRecord) -> dict[str, Any]:
-    """What MLmodel's odin flavour repeats from the record (as save_model writes it)."""
-    return {
-        "temperature": record.temperature,
-        "epsilon": record.epsilon,
-        "threshold": record.threshold,
-        "threshold_spread": record.threshold_spread,
-        "tpr_target": record.tpr_target,
-        "normalization": None if record.normalization is None else record.normalization.to_dict(),
-        "input_shape": list(record.input_shape),
-        "n_classes": record.n_classes,
-    }
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    return bool(a == b)
-
-
-def _check_flavor_matches(conf: Mapping[str, Any], record: CalibrationRecord) -> None:
-    differ = {
-        key: (conf.get(key), want)
-        for key, want in _flavor_values(record).items()
-        if not _same(conf.get(key), want)
-    }
-    if differ:
-        detail = "; ".join(
-            f"{k}: MLmodel {got!r}, record {want!r}" for k, (got, want) in differ.items()
-        )
-        raise ModelLoadError(
-            f"MLmodel's odin flavour disagrees with the calibration record ({detail}): "
-            "MLmodel was edited after saving. Re-log the detector instead of editing its files."
-        )
-
-
-def _check_signature_matches(model_path: str, threshold: float) -> None:
-    """MLflow applies a param's signature default to every call: it must be the record's δ."""
-    signature = Model.load(os.path.join(model_path, MLMODEL_FILE_NAME)).signature
-    params = (
-        {}
-        if signature is None or signature.params is None
-        else {p.name: p.default for p in signature.params.params}
-    )
-    if "threshold" in params and not _same(params["threshold"], threshold):
-        raise ModelLoadError(
-            f"MLmodel's signature gives the threshold param the default {params['threshold']!r}, "
-            f"but the calibration record's δ is {threshold!r}: MLmodel was edited after "
-            "saving, and serving would flag with the wrong δ. Re-log the detector (pass "
-            "params={'threshold': ...} per request to try another δ)."
-        )
-
-
-def _read_reference(model_path: str, conf: Mapping[str, Any]) -> BatchScores | None:
-    name = conf.get("reference_file")
-    if not name:
-        return None
-    file = Path(model_path, str(name))
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            return BatchScores(**{c: np.asarray(data[c]) for c in SCORE_COLUMNS})
-    except (OSError, KeyError, ValueError) as err:
-        raise ModelLoadError(
-            f"Cannot read the reference scores {file.name} (an .npz of arrays {SCORE_COLUMNS}, "
-            f"read without pickle): {err}."
-        ) from err
-
-
-def _load_classifier(model_path: str, conf: Mapping[str, Any], device: torch.device) -> nn.Module:
-    fmt = conf.get("format")
-    file = os.path.join(model_path, str(conf.get("model_file", "")))
-    if fmt == "pt2":
-        model = load_exported(file, device)
-    elif fmt == "state_dict":
-        compat.add_code_to_sys_path(model_path, dict(conf))
-        model = load_from_factory(str(conf.get("model_factory")), file, device)
-    else:
-        raise ModelLoadError(
-            f"Expected the odin flavour's format 'pt2' or 'state_dict', but MLmodel says {fmt!r}."
-        )
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def _load_detector(
     model_path: str,
     conf: Mapping[str, Any],
@@ -614,14 +426,14 @@ def _load_detector(
     device: torch.device,
     batch_size: int | None = None,
 ) -> OdinDetector:
-    record = _read_record(model_path, conf)
-    model = _load_classifier(model_path, conf, device)
+    record = read_record(model_path, conf)
+    model = load_classifier(model_path, conf, device)
     return OdinDetector.from_record(
         model,
         record,
         batch_size=int(batch_size or conf.get("batch_size", 256)),
         device=device,
-        reference=_read_reference(model_path, conf),
+        reference=read_reference(model_path, conf),
     )
 
 
@@ -666,7 +478,7 @@ def load_record(model_uri: str) -> CalibrationRecord:
         0.10013
     """
     local = compat.download_model(model_uri)
-    return _read_record(local, compat.flavor_configuration(local, FLAVOR_NAME))
+    return read_record(local, compat.flavor_configuration(local, FLAVOR_NAME))
 
 
 def load_reference(model_uri: str) -> pd.DataFrame:
@@ -684,7 +496,7 @@ def load_reference(model_uri: str) -> pd.DataFrame:
         ['odin_score', 'spread_score', 'msp', 'predicted_class', 'is_ood']
     """
     local = compat.download_model(model_uri)
-    reference = _read_reference(local, compat.flavor_configuration(local, FLAVOR_NAME))
+    reference = read_reference(local, compat.flavor_configuration(local, FLAVOR_NAME))
     if reference is None:
         raise ModelLoadError(
             f"The model {model_uri} holds no reference scores: it was saved from a detector "
@@ -698,8 +510,8 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     conf = compat.flavor_configuration(path, FLAVOR_NAME)
     device = resolve_device((model_config or {}).get("device"))
     det = _load_detector(path, conf, device=device)
-    _check_signature_matches(path, float(det.threshold_))
-    record = _read_record(path, conf)
+    check_signature_matches(path, float(det.threshold_))
+    record = read_record(path, conf)
     # ODIN_INFERENCE_LOG or model_config={"inference_log": folder}: every scored row logged.
     inference_log = writer_from_config(dict(model_config or {}), calibration_sha256=record.sha256())
     return OdinPyfuncModel(
