@@ -1,8 +1,9 @@
-"""``odin-monitor bench``: quality, speed and serving benchmarks.
+"""``odin-monitor bench``: quality, speed, serving, Spark and decode benchmarks.
 
 The options are the benchmark modules' own (``--help`` lists them): this group only
 routes to the command lines of :mod:`odin_monitor.bench.quality`,
-:mod:`odin_monitor.bench.speed` and :mod:`odin_monitor.bench.serve`, so the CLI and
+:mod:`odin_monitor.bench.speed`, :mod:`odin_monitor.bench.serve`,
+:mod:`odin_monitor.bench.spark` and :mod:`odin_monitor.bench.decode`, so the CLI and
 ``python -m`` runs never drift apart.
 """
 
@@ -27,6 +28,8 @@ def bench_group() -> None:
       odin-monitor bench quality --quick
       odin-monitor bench speed --depths 20 --batch-sizes 256 --markdown speed.md
       odin-monitor bench serve --batch-sizes 1 32 256
+      odin-monitor bench spark --n-images 5000
+      odin-monitor bench decode --n-images 256
     """
 
 
@@ -72,10 +75,28 @@ _route(
 )
 _route(
     "serve",
-    """Latency and throughput of `mlflow models serve` under a bounded concurrent load.
+    """Latency and throughput of `mlflow models serve`: float JSON vs base64 images.
 
     \b
     Example:
       odin-monitor bench serve --batch-sizes 1 32 256 --concurrency 4
+    """,
+)
+_route(
+    "spark",
+    """Score N real image files with Spark binaryFile + spark_udf and in-process.
+
+    \b
+    Example:
+      odin-monitor bench spark --n-images 5000 --markdown spark.md
+    """,
+)
+_route(
+    "decode",
+    """Decode ms/image: Pillow vs torchvision.io, beside the ODIN pass.
+
+    \b
+    Example:
+      odin-monitor bench decode --n-images 256
     """,
 )

@@ -24,8 +24,12 @@ from torch import nn
 
 import mlflow_plugin
 from odin_monitor import OdinDetector
-from odin_monitor.bench.serve import ServeResult, format_markdown, main, run_serve
+from odin_monitor.bench.files import encode_images, noise_uint8
+from odin_monitor.bench.serve import ServeResult, SizeResult, format_markdown, main, run_serve
+from odin_monitor.bench.serve.bodies import files_from_image_body, float_body, image_body
 from odin_monitor.bench.serve.client import batches, compare, load
+from odin_monitor.data import to_float_nchw
+from odin_monitor.preprocess import Preprocessing, preprocess_images
 
 
 class _Stub(http.server.ThreadingHTTPServer):
@@ -128,7 +132,7 @@ def test_compare_reports_the_largest_score_gap_and_label_changes() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_detector() -> OdinDetector:
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),
@@ -138,9 +142,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         nn.Linear(4, 5),
     ).eval()
     det = OdinDetector(net, temperature=1000.0, epsilon=0.0014, normalization=None, batch_size=16)
-    det.fit(torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(5)))
+    return det.fit(torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_detector: OdinDetector) -> Path:
     path = tmp_path_factory.mktemp("bench-serve") / "model"
-    mlflow_plugin.save_model(det, path, input_kind="tensor")
+    mlflow_plugin.save_model(tiny_detector, path, input_kind="tensor")
     return path
 
 
@@ -175,28 +183,95 @@ def test_server_is_stopped_after_the_run(result: ServeResult) -> None:
         sock.connect(("127.0.0.1", port))
 
 
-@pytest.mark.slow
-def test_markdown_table_holds_the_result_numbers(result: ServeResult) -> None:
-    text = format_markdown(result)
+def _table(text: str, first: str, n: int) -> list[dict[str, str]]:
     lines = text.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("| batch |"))
+    header = next(i for i, line in enumerate(lines) if line.startswith(first))
     names = [c.strip() for c in lines[header].strip("|").split("|")]
-    rows = []
-    for line in lines[header + 2 : header + 2 + len(result.sizes)]:
-        rows.append(dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=True)))
+    return [
+        dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[header + 2 : header + 2 + n]
+    ]
+
+
+def _number(cell: str) -> float:
+    return float("nan") if cell == "—" else float(cell.replace(",", ""))
+
+
+def _check_markdown(result: ServeResult) -> None:
+    text = format_markdown(result)
+    rows = _table(text, "| batch |", len(result.sizes))
     for row, s in zip(rows, result.sizes, strict=True):
         assert int(row["batch"]) == s.batch_size and int(row["errors"]) == s.errors
+        assert row["request"] == s.format
         for column, value, digits in [
             ("p50 ms", s.p50_ms, 1),
             ("p99 ms", s.p99_ms, 1),
             ("req/s", s.requests_per_s, 2),
             ("images/s", s.images_per_s, 1),
+            ("body MiB", s.body_mib, 3),
             ("HTTP/in-process", s.http_over_inprocess, 2),
+            ("in-process + decode images/s", s.inprocess_decode_images_per_s, 1),
+            ("HTTP/in-process + decode", s.http_over_inprocess_decode, 2),
         ]:
-            assert float(row[column].replace(",", "")) == pytest.approx(value, abs=10**-digits)
+            assert _number(row[column]) == pytest.approx(value, abs=10**-digits, nan_ok=True)
     served = re.findall(r"max \|served - in-process\|.*?= ([0-9.e+-]+)", text)
     assert [float(v) for v in served] == pytest.approx([s.score_max_abs_diff for s in result.sizes])
-    assert json.loads(json.dumps(result.to_dict()))["sizes"][1]["p50_ms"] == result.sizes[1].p50_ms
+    goals = _table(text, "| goal |", len(result.goals())) if result.goals() else []
+    assert ("| goal |" in text) == bool(result.goals())
+    for row, g in zip(goals, result.goals(), strict=True):
+        assert row["goal"] == g.name and row["met"] == ("yes" if g.met else "**no**")
+        assert float(row["measured"]) == pytest.approx(g.measured, abs=0.01)
+    back = json.loads(json.dumps(result.to_dict()))
+    assert back["sizes"][-1]["p50_ms"] == result.sizes[-1].p50_ms
+    assert [g["name"] for g in back["goals"]] == [g.name for g in result.goals()]
+
+
+@pytest.mark.slow
+def test_markdown_table_holds_the_result_numbers(result: ServeResult) -> None:
+    _check_markdown(result)
+
+
+def test_image_body_carries_the_files_that_decode_to_the_float_body_images() -> None:
+    pixels = noise_uint8(4, (3, 8, 8), seed=3)
+    files = encode_images(pixels, "PNG")
+    body = image_body(files)
+    assert json.loads(body)["dataframe_split"]["columns"] == ["image"]
+    assert files_from_image_body(body) == files
+    # PNG is lossless: what the server decodes is what the float request carries.
+    decoded, _ = preprocess_images(files_from_image_body(body), Preprocessing(size=(8, 8)))
+    floats = np.asarray(json.loads(float_body(to_float_nchw(pixels)))["inputs"], np.float32)
+    np.testing.assert_array_equal(decoded, floats)
+
+
+def _size(fmt: str, batch: int, images_per_s: float, with_decode: float) -> SizeResult:
+    return SizeResult(
+        batch_size=batch, planned=1, requests=1, errors=0, error_samples=(), p50_ms=1.0,
+        p95_ms=1.0, p99_ms=1.0, mean_ms=1.0, max_ms=1.0, wall_s=1.0, requests_per_s=1.0,
+        images_per_s=images_per_s, inprocess_images_per_s=500.0, inprocess_median_s=0.5,
+        inprocess_repeats=3, http_over_inprocess=images_per_s / 500.0, score_max_abs_diff=0.0,
+        labels_match=True, body_mib=1.0, distinct_bodies=1, stopped_by_time=False, format=fmt,
+        inprocess_decode_images_per_s=with_decode,
+        http_over_inprocess_decode=images_per_s / with_decode,
+    )  # fmt: skip
+
+
+def test_goals_are_read_at_the_largest_batch_with_both_kinds() -> None:
+    sizes = (
+        _size("float", 1, 40.0, float("nan")),
+        _size("image", 1, 50.0, 400.0),
+        _size("float", 256, 100.0, float("nan")),
+        _size("image", 256, 350.0, 500.0),
+    )
+    result = ServeResult(
+        command="c", server_command="s", machine={}, model="m", model_uri="u", pretrained=True,
+        images_source="i", concurrency=1, workers=1, requests_per_size=1, duration_limit_s=1.0,
+        server_start_s=1.0, sizes=sizes, formats=("float", "image"),
+    )  # fmt: skip
+    goals = result.goals()
+    assert [g.measured for g in goals] == pytest.approx([3.5, 0.7, 0.0])
+    assert [g.met for g in goals] == [True, True, True]
+    assert "batch 256" in goals[0].name
+    _check_markdown(result)
 
 
 def test_bad_arguments_are_refused_before_serving(tiny_model: Path) -> None:
@@ -204,6 +279,36 @@ def test_bad_arguments_are_refused_before_serving(tiny_model: Path) -> None:
         run_serve(model_uri=str(tiny_model), batch_sizes=(0,))
     with pytest.raises(ValueError, match="Expected concurrency >= 1"):
         run_serve(model_uri=str(tiny_model), concurrency=0)
+    with pytest.raises(ValueError, match="Expected formats among"):
+        run_serve(model_uri=str(tiny_model), formats=("yaml",))
+
+
+@pytest.fixture(scope="module")
+def image_result(
+    tmp_path_factory: pytest.TempPathFactory, tiny_detector: OdinDetector
+) -> ServeResult:
+    path = tmp_path_factory.mktemp("bench-serve-image") / "model"
+    mlflow_plugin.save_model(tiny_detector, path, input_kind="image")
+    return run_serve(
+        model_uri=str(path), batch_sizes=(1, 4), concurrency=2, requests_per_size=4,
+        duration_limit_s=30.0,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_image_requests_are_served_with_in_process_scores(image_result: ServeResult) -> None:
+    r = image_result
+    assert r.ok and r.formats == ("image",) and r.file_format == "PNG"
+    assert [(s.format, s.batch_size) for s in r.sizes] == [("image", 1), ("image", 4)]
+    for s in r.sizes:
+        assert s.decode_ms_per_image > 0 and s.inprocess_decode_images_per_s > 0
+        assert s.body_mib < 0.01  # a few small PNGs, not floats
+    assert any("takes image requests only" in n for n in r.notes)
+    assert [g.name.split(",")[0] for g in r.goals()] == [
+        "image served / in-process incl. decode",
+        "failed requests (all kinds",
+    ]
+    _check_markdown(r)
 
 
 def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:

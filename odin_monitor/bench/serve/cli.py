@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from odin_monitor.bench.common import publish
+from odin_monitor.bench.files import FILE_FORMATS
+from odin_monitor.bench.serve.bodies import FORMATS
 from odin_monitor.bench.serve.report import format_markdown
 from odin_monitor.bench.serve.run import run_serve
 
@@ -22,8 +24,10 @@ def _parser(prog: str = "python -m odin_monitor.bench.serve") -> argparse.Argume
         epilog="example: odin-monitor bench serve --batch-sizes 1 32 256 --concurrency 4 "
         "--markdown docs/results/serve_cpu.md",
         description="p50/p95/p99 latency and throughput of `mlflow models serve` of an odin "
-        "model on 127.0.0.1, under a bounded concurrent load; exit code 1 if any request "
-        "failed or the served scores differ from in-process scores.",
+        "model on 127.0.0.1, under a bounded concurrent load: float-JSON requests to a tensor "
+        "model and base64-image requests to an image model of the same detector, beside "
+        "in-process scoring with and without decoding; exit code 1 if any request failed or "
+        "the served scores differ from in-process scores.",
     )
     p.add_argument("--model-uri", help="model folder or MLflow URI (default: build ResNet-20)")
     p.add_argument("--data-dir", type=Path, help="data folder (default $ODIN_SHARED_DATA, "
@@ -35,6 +39,20 @@ def _parser(prog: str = "python -m odin_monitor.bench.serve") -> argparse.Argume
     p.add_argument("--port", type=int, help="server port (default: a free one)")
     p.add_argument("--tracking-uri", help="for runs:/ and models:/ URIs")
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers (default 1)")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=FORMATS,
+        default=list(FORMATS),
+        help="request kinds: float (float JSON to a tensor model), image (base64 "
+        "files to an image model of the same detector); default both",
+    )
+    p.add_argument(
+        "--file-format",
+        choices=sorted(FILE_FORMATS),
+        default="PNG",
+        help="encoding of the image requests' files (default PNG, lossless)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", type=Path, help="write the markdown report here")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
@@ -67,6 +85,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         tracking_uri=args.tracking_uri,
         workers=args.workers,
         seed=args.seed,
+        formats=args.formats,
+        file_format=args.file_format,
         log=log,
     )
     publish(format_markdown(result), args.markdown, args.json, result.to_dict())

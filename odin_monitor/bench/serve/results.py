@@ -6,10 +6,25 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["SCORE_TOLERANCE", "ServeResult", "SizeResult"]
+__all__ = ["GOAL_IMAGE_OVER_FLOAT", "GOAL_IMAGE_OVER_INPROCESS", "SCORE_TOLERANCE",
+           "Goal", "ServeResult", "SizeResult"]  # fmt: skip
 
 #: Largest accepted |served score - in-process score| (odin_score, spread_score, msp).
 SCORE_TOLERANCE = 1e-6
+#: Issue 11: image requests at batch 256 reach this multiple of float-JSON images/s ...
+GOAL_IMAGE_OVER_FLOAT = 3.0
+#: ... and this fraction of in-process images/s including the decode.
+GOAL_IMAGE_OVER_INPROCESS = 0.6
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One target of the report: what is compared, the measured ratio, the bound, met."""
+
+    name: str
+    measured: float
+    bound: str
+    met: bool
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,14 @@ class SizeResult:
         body_mib: Size of one request body (MiB).
         distinct_bodies: Distinct request bodies cycled through.
         stopped_by_time: The phase stopped at ``duration_limit_s``.
+        format: The request kind: ``"float"`` (float JSON to a tensor model) or
+            ``"image"`` (base64 files to an image model).
+        inprocess_decode_images_per_s: ``batch_size`` over the median in-process time of
+            ``preprocess_images`` + ``score_batch`` of the same files (image requests;
+            NaN for float requests).
+        decode_ms_per_image: Median ``preprocess_images`` time per image (ms; image only).
+        odin_ms_per_image: Median ``score_batch`` time per image on decoded tensors (ms).
+        http_over_inprocess_decode: ``images_per_s / inprocess_decode_images_per_s``.
     """
 
     batch_size: int
@@ -66,6 +89,11 @@ class SizeResult:
     body_mib: float
     distinct_bodies: int
     stopped_by_time: bool
+    format: str = "float"
+    inprocess_decode_images_per_s: float = float("nan")
+    decode_ms_per_image: float = float("nan")
+    odin_ms_per_image: float = float("nan")
+    http_over_inprocess_decode: float = float("nan")
 
     @property
     def scores_match(self) -> bool:
@@ -93,9 +121,13 @@ class ServeResult:
         workers: uvicorn workers.
         requests_per_size: Timed requests asked for per batch size.
         duration_limit_s: Time limit of each timed phase.
-        server_start_s: Seconds from starting the server to the first 200 on ``/ping``.
-        sizes: One :class:`SizeResult` per batch size.
+        server_start_s: Seconds from starting the (first) server to the first 200 on
+            ``/ping``.
+        sizes: One :class:`SizeResult` per (request kind, batch size).
         notes: Extra remarks (fallbacks, early stops).
+        formats: The request kinds measured (``"float"``, ``"image"``).
+        file_format: Encoding of the image requests' files (``"PNG"`` or ``"JPEG"``).
+        servers: Per request kind: ``{"format", "command", "start_s"}`` of its server.
     """
 
     command: str
@@ -112,6 +144,49 @@ class ServeResult:
     server_start_s: float
     sizes: tuple[SizeResult, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    formats: tuple[str, ...] = ("float",)
+    file_format: str = "PNG"
+    servers: tuple[dict[str, str], ...] = ()
+
+    def size(self, fmt: str, batch_size: int) -> SizeResult | None:
+        """The measurement of one request kind at one batch size, if made."""
+        return next((s for s in self.sizes if s.format == fmt and s.batch_size == batch_size), None)
+
+    def goals(self) -> list[Goal]:
+        """Issue 11's serving goals, read at the largest batch size with both kinds.
+
+        Empty when image requests were not measured.
+        """
+        sizes = [s.batch_size for s in self.sizes if s.format == "image"]
+        if not sizes:
+            return []
+        b = max(sizes)
+        image = self.size("image", b)
+        assert image is not None
+        out = []
+        flt = self.size("float", b)
+        if flt is not None:
+            ratio = image.images_per_s / flt.images_per_s
+            out.append(
+                Goal(
+                    f"image / float-JSON images/s, batch {b}",
+                    ratio,
+                    f"≥ {GOAL_IMAGE_OVER_FLOAT:g}",
+                    ratio >= GOAL_IMAGE_OVER_FLOAT,
+                )
+            )
+        ratio = image.http_over_inprocess_decode
+        out.append(
+            Goal(
+                f"image served / in-process incl. decode, batch {b}",
+                ratio,
+                f"≥ {GOAL_IMAGE_OVER_INPROCESS:g}",
+                ratio >= GOAL_IMAGE_OVER_INPROCESS,
+            )
+        )
+        out.append(Goal("failed requests (all kinds, all sizes)", float(self.errors), "= 0",
+                        self.errors == 0))  # fmt: skip
+        return out
 
     @property
     def errors(self) -> int:
@@ -132,6 +207,7 @@ class ServeResult:
             d["scores_match"] = s.scores_match
             d["error_samples"] = list(s.error_samples)
         out["notes"] = list(self.notes)
+        out["goals"] = [asdict(g) for g in self.goals()]
         return _json_safe(out)
 
 

@@ -1,23 +1,18 @@
-"""Running the serving benchmark: build or fetch the model, start the server, measure.
+"""Running the serving benchmark: build or fetch the models, start the servers, measure.
 
-The real MLflow scoring server (uvicorn) is started on a free local port with the
-``odin`` model folder, then, for each batch size:
-
-1. one request is checked against in-process scoring of the same images
-   (``OdinDetector.score_batch`` of the same model folder; max |difference| ≤ 1e-6);
-2. the in-process scoring throughput is measured (median of a few repeats, while the
-   server is idle), so the HTTP overhead shows as a ratio;
-3. two warm-up requests (the checked one is the first), then ``requests_per_size``
-   timed requests from a bounded pool of ``concurrency`` client threads, each request
-   on its own connection, stopping early at ``duration_limit_s``.
-
-Every non-200 answer or client exception counts as an error. The server is always
-stopped by its process group, also on errors and Ctrl-C.
+The same detector is saved twice, as a tensor model (``input_kind="tensor"``: float
+JSON) and as an image model (``input_kind="image"``: base64 files decoded by the
+record's preprocessing spec), and each is served by the real MLflow scoring server
+(uvicorn) on a free local port. For each batch size the float-JSON requests and then
+the image requests are measured (:func:`~odin_monitor.bench.serve.measure.measure_size`):
+a served answer checked against in-process scoring, the in-process figures, the timed
+load. Every non-200 answer or client exception counts as an error. The servers are
+always stopped by their process groups, also on errors and Ctrl-C.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shlex
 import tempfile
@@ -25,33 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from mlflow_plugin.serving import ServerError, running_server
-from odin_monitor.bench.common import Log, command_line, machine_info, resolve_data_dir
-from odin_monitor.bench.serve.client import (
-    batches,
-    compare,
-    inprocess_seconds,
-    latency_percentile_ms,
-    load,
-    post,
-    predictions_frame,
-)
+from odin_monitor.bench.common import Log, command_line, machine_info
+from odin_monitor.bench.files import FILE_FORMATS, encode_images, load_uint8, noise_uint8
+from odin_monitor.bench.resnet20 import find_data_dir, fit_resnet20
+from odin_monitor.bench.serve.bodies import FORMATS
+from odin_monitor.bench.serve.measure import RequestImages, measure_size
 from odin_monitor.bench.serve.results import ServeResult, SizeResult
-from odin_monitor.errors import DataLoadError
-from odin_monitor.synthetic import uniform_noise
 
 __all__ = ["run_serve"]
 
-_FIT_IMAGES = 200
-_TEMPERATURE = 1000.0
-_EPSILON = 0.0014
-_WARMUP_REQUESTS = 2
 _PING_TIMEOUT_S = 180.0
-_MAX_DISTINCT_BODIES = 8
-_MAX_BODY_BYTES_PER_SIZE = 128 * 2**20
+_LOSSLESS = "cifar10_test_lossless.npz"
 
 
 def _machine_info() -> dict[str, str]:
@@ -60,69 +40,11 @@ def _machine_info() -> dict[str, str]:
     return machine_info() | {"mlflow": str(mlflow.__version__)}
 
 
-def _data_dir(data_dir: Path | None) -> Path | None:
-    """The data folder as :func:`resolve_data_dir` finds it, or ``None`` without one."""
-    if data_dir is not None:
-        return resolve_data_dir(data_dir)  # an explicit folder must exist
-    try:
-        return resolve_data_dir(None)
-    except DataLoadError:
-        return None
+def _input_kind(folder: Path) -> str:
+    from mlflow.models import Model
 
-
-def _real_images(data: Path | None) -> np.ndarray | None:
-    if data is None:
-        return None
-    file = data / "cifar10_test_lossless.npz"
-    if not file.is_file():
-        return None
-    from odin_monitor.data import load_images
-
-    return load_images(file)
-
-
-def _build_model(
-    folder: Path, data: Path | None, seed: int, log: Log
-) -> tuple[str, bool, np.ndarray | None]:
-    """Fit and save a ResNet-20 detector; returns (description, pretrained, images)."""
-    import mlflow_plugin
-    from odin_monitor.detector import OdinDetector
-    from odin_monitor.modelref import model_from_reference
-    from odin_monitor.models import CIFAR_RESNET_NORMALIZATION
-
-    ref = "odin_monitor.models:resnet20"
-    weights = None if data is None else data / "cifar10_resnet20.pt"
-    images = _real_images(data)
-    if weights is not None and weights.is_file() and images is not None:
-        net = model_from_reference(ref, weights)
-        fit_x = images[:_FIT_IMAGES]
-        desc = (
-            f"CIFAR-10 ResNet-20, pretrained ({weights.name}); ODIN T={_TEMPERATURE:g}, "
-            f"ε={_EPSILON:g}, δ fitted on the first {len(fit_x)} images of "
-            "cifar10_test_lossless.npz (TPR 95%)"
-        )
-        pretrained = True
-    else:
-        torch.manual_seed(seed)
-        net = model_from_reference(ref)
-        fit_x = uniform_noise(_FIT_IMAGES, (3, 32, 32), seed)
-        desc = (
-            "CIFAR-10 ResNet-20 architecture with RANDOM weights (no data folder with "
-            f"cifar10_resnet20.pt and cifar10_test_lossless.npz); ODIN T={_TEMPERATURE:g}, "
-            f"ε={_EPSILON:g}, δ fitted on {len(fit_x)} seeded uniform-noise images"
-        )
-        pretrained = False
-        images = None
-    log(f"fitting the detector on {len(fit_x)} images ({'pretrained' if pretrained else 'random'})")
-    det = OdinDetector(
-        net.eval(),
-        temperature=_TEMPERATURE,
-        epsilon=_EPSILON,
-        normalization=CIFAR_RESNET_NORMALIZATION,
-    ).fit(fit_x)
-    log(f"saving the model to {folder}")
-    mlflow_plugin.save_model(det, folder, input_kind="tensor")  # the float-JSON route
-    return desc, pretrained, images
+    conf = Model.load(str(folder)).flavors.get("odin", {})
+    return str(conf.get("input_kind", "tensor"))
 
 
 def _local_model(model_uri: str, tmp: Path, tracking_uri: str | None, log: Log) -> Path:
@@ -146,77 +68,21 @@ def _local_model(model_uri: str, tmp: Path, tracking_uri: str | None, log: Log) 
     return Path(local).resolve()
 
 
-def _measure_size(
-    port: int,
-    det: Any,
-    pool: np.ndarray,
-    batch_size: int,
-    *,
-    requests: int,
-    concurrency: int,
-    duration_limit_s: float,
-    log: Log,
-) -> SizeResult:
-    body_bytes = 20 * batch_size * int(np.prod(pool.shape[1:]))  # ~20 characters a value
-    distinct = max(1, min(_MAX_DISTINCT_BODIES, requests, _MAX_BODY_BYTES_PER_SIZE // body_bytes))
-    chosen = batches(pool, batch_size, distinct)
-    bodies = [json.dumps({"inputs": b.tolist()}).encode() for b in chosen]
-    body_mib = len(bodies[0]) / 2**20
-    timeout = max(120.0, duration_limit_s)
+def _request_images(
+    data: Path | None, shape: tuple[int, ...], file_format: str, n_noise: int, seed: int
+) -> RequestImages:
+    from odin_monitor.data import to_float_nchw
 
-    log(f"batch {batch_size}: in-process score_batch")
-    expected = det.score_batch(chosen[0]).to_frame()
-    median_s, repeats = inprocess_seconds(det, chosen[0])
-    inproc_ips = batch_size / median_s
-
-    log(f"batch {batch_size}: check + warm-up ({_WARMUP_REQUESTS} requests, {body_mib:.2f} MiB)")
-    errors: list[str] = []
-    diff, labels = float("nan"), False
-    for k in range(_WARMUP_REQUESTS):
-        outcome, payload = post(port, bodies[0], timeout)
-        if outcome.error is not None:
-            errors.append(f"warm-up: {outcome.error}")
-        elif k == 0:
-            try:
-                diff, labels = compare(predictions_frame(payload), expected)
-            except (ValueError, KeyError, TypeError) as err:
-                errors.append(f"warm-up: unreadable answer ({type(err).__name__}: {err})")
-
-    log(f"batch {batch_size}: {requests} timed requests, concurrency {concurrency}")
-    outcomes, wall, stopped = load(port, bodies, requests, concurrency, duration_limit_s, timeout)
-    errors += [o.error for o in outcomes if o.error is not None]
-    ok = np.array([o.latency_s for o in outcomes if o.error is None], dtype=np.float64)
-    images_per_s = ok.size * batch_size / wall if wall > 0 else float("nan")
-    res = SizeResult(
-        batch_size=batch_size,
-        planned=requests,
-        requests=len(outcomes),
-        errors=len(errors),
-        error_samples=tuple(errors[:5]),
-        p50_ms=latency_percentile_ms(ok, 50),
-        p95_ms=latency_percentile_ms(ok, 95),
-        p99_ms=latency_percentile_ms(ok, 99),
-        mean_ms=float(ok.mean()) * 1e3 if ok.size else float("nan"),
-        max_ms=float(ok.max()) * 1e3 if ok.size else float("nan"),
-        wall_s=wall,
-        requests_per_s=len(outcomes) / wall if wall > 0 else float("nan"),
-        images_per_s=images_per_s,
-        inprocess_images_per_s=inproc_ips,
-        inprocess_median_s=median_s,
-        inprocess_repeats=repeats,
-        http_over_inprocess=images_per_s / inproc_ips,
-        score_max_abs_diff=diff,
-        labels_match=labels,
-        body_mib=body_mib,
-        distinct_bodies=distinct,
-        stopped_by_time=stopped,
-    )
-    log(
-        f"batch {batch_size}: {res.requests} requests, {res.errors} errors, "
-        f"p50 {res.p50_ms:.1f} ms, p95 {res.p95_ms:.1f} ms, {res.images_per_s:.1f} images/s "
-        f"(in-process {inproc_ips:.1f}); max |served - in-process| = {diff:.2e}"
-    )
-    return res
+    pixels = None
+    if data is not None and (data / _LOSSLESS).is_file() and tuple(shape) == (3, 32, 32):
+        pixels = load_uint8(data, _LOSSLESS)
+        source = f"{_LOSSLESS} ({len(pixels)} images, cycled)"
+    if pixels is None:
+        c, h, w = (int(s) for s in shape)
+        pixels = noise_uint8(n_noise, (c, h, w), seed)
+        source = f"seeded uniform noise ({len(pixels)} uint8 images, seed {seed})"
+    files = tuple(encode_images(pixels, file_format))
+    return RequestImages(to_float_nchw(pixels), files, file_format, source)
 
 
 def _check_args(
@@ -225,7 +91,9 @@ def _check_args(
     requests_per_size: int,
     duration_limit_s: float,
     workers: int,
-) -> tuple[int, ...]:
+    formats: Sequence[str],
+    file_format: str,
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
     sizes = tuple(int(b) for b in batch_sizes)
     if not sizes or any(b < 1 for b in sizes):
         raise ValueError(f"Expected batch sizes >= 1, but got {tuple(batch_sizes)}.")
@@ -238,7 +106,52 @@ def _check_args(
             raise ValueError(f"Expected {name} >= 1, but got {value}.")
     if not duration_limit_s > 0:
         raise ValueError(f"Expected duration_limit_s > 0, but got {duration_limit_s}.")
-    return sizes
+    kinds = tuple(dict.fromkeys(formats))
+    if not kinds or any(f not in FORMATS for f in kinds):
+        raise ValueError(f"Expected formats among {FORMATS}, but got {tuple(formats)}.")
+    if file_format not in FILE_FORMATS:
+        raise ValueError(f"Expected file_format in {sorted(FILE_FORMATS)}, got {file_format!r}.")
+    return sizes, tuple(f for f in FORMATS if f in kinds)
+
+
+def _models(
+    model_uri: str | None,
+    tmp: Path,
+    data: Path | None,
+    formats: tuple[str, ...],
+    tracking_uri: str | None,
+    seed: int,
+    log: Log,
+    notes: list[str],
+) -> tuple[dict[str, Path], str, bool]:
+    """The model folder of each request kind, the description, pretrained."""
+    import mlflow_plugin
+
+    if model_uri is None:
+        det, desc, pretrained = fit_resnet20(data, seed, log)
+        if not pretrained:
+            notes.append(
+                "No data folder with the pretrained weights: a random-weight ResNet-20 "
+                "fitted on uniform noise was served; the numbers time the pipeline, "
+                "not a useful detector."
+            )
+        folders = {}
+        for fmt in formats:
+            folders[fmt] = tmp / f"model-{fmt}"
+            log(f"saving the {fmt} model to {folders[fmt]}")
+            mlflow_plugin.save_model(
+                det, folders[fmt], input_kind="tensor" if fmt == "float" else "image"
+            )
+        return folders, desc, pretrained
+    folder = _local_model(model_uri, tmp, tracking_uri, log)
+    takes = "float" if _input_kind(folder) == "tensor" else "image"
+    for fmt in formats:
+        if fmt != takes:
+            notes.append(
+                f"{model_uri} takes {takes} requests only; {fmt} requests were not measured "
+                "(without --model-uri both models are built from one detector)."
+            )
+    return {takes: folder} if takes in formats else {}, f"model {model_uri}", False
 
 
 def run_serve(
@@ -253,27 +166,33 @@ def run_serve(
     tracking_uri: str | None = None,
     workers: int = 1,
     seed: int = 0,
+    formats: Sequence[str] = FORMATS,
+    file_format: str = "PNG",
     log: Log | None = None,
 ) -> ServeResult:
     """Benchmark ``mlflow models serve`` of an ``odin`` model on 127.0.0.1.
 
     Args:
         model_uri: A local model folder, or any MLflow model URI (downloaded to a
-            temporary folder first). ``None``: build the pretrained CIFAR-10 ResNet-20
-            detector (T=1000, ε=0.0014, δ from 200 lossless CIFAR-10 test images) from
-            the data folder, or a random-weight ResNet-20 fitted on noise without one.
+            temporary folder first); only the request kind it takes is measured.
+            ``None``: build the pretrained CIFAR-10 ResNet-20 detector (T=1000,
+            ε=0.0014, δ from 200 lossless CIFAR-10 test images) from the data folder,
+            or a random-weight ResNet-20 fitted on noise without one, and save it as a
+            tensor model and as an image model.
         data_dir: The data folder; default ``$ODIN_SHARED_DATA``, else ``../shared/data``.
             Also the source of the request images when the model takes 3×32×32 images
             (else seeded uniform noise).
-        batch_sizes: Images per request, one measurement each.
+        batch_sizes: Images per request, one measurement each (per request kind).
         concurrency: Client threads sending requests at once.
         requests_per_size: Timed requests per batch size (after 2 warm-up requests).
         duration_limit_s: No new timed request starts after this many seconds (per size).
-        port: Server port; default a free one.
+        port: Port of the first server; default a free one.
         tracking_uri: Tracking server for a ``runs:/``/``models:/`` URI (also given to
             the server).
-        workers: uvicorn workers (``--workers``).
+        workers: uvicorn workers (``--workers``) of each server.
         seed: Seed of the noise images and the random-weight fallback.
+        formats: Request kinds: ``"float"`` (float JSON), ``"image"`` (base64 files).
+        file_format: Encoding of the image requests' files: ``"PNG"`` or ``"JPEG"``.
         log: Called with one progress line per step; default silent.
 
     Returns:
@@ -281,7 +200,7 @@ def run_serve(
 
     Raises:
         ValueError: A bad argument.
-        ServerError: The server exited or did not answer ``/ping`` in 180 s.
+        ServerError: A server exited or did not answer ``/ping`` in 180 s.
 
     Example:
         >>> result = run_serve(model_uri="odin_model", batch_sizes=(1, 4))  # doctest: +SKIP
@@ -290,89 +209,99 @@ def run_serve(
     """
     import mlflow_plugin
 
-    sizes = _check_args(batch_sizes, concurrency, requests_per_size, duration_limit_s, workers)
+    sizes, kinds = _check_args(batch_sizes, concurrency, requests_per_size, duration_limit_s,
+                               workers, formats, file_format)  # fmt: skip
     say: Log = log or (lambda _line: None)
     command = command_line()
     notes: list[str] = []
-    data = _data_dir(data_dir)
+    data = find_data_dir(data_dir)
 
     with tempfile.TemporaryDirectory(prefix="odin-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
-        if model_uri is None:
-            folder = tmp / "model"
-            desc, pretrained, images = _build_model(folder, data, seed, say)
-            uri_text = "(built in a temporary folder)"
-            if not pretrained:
-                notes.append(
-                    "No data folder with the pretrained weights: a random-weight ResNet-20 "
-                    "fitted on uniform noise was served; the numbers time the pipeline, "
-                    "not a useful detector."
-                )
-        else:
-            folder = _local_model(model_uri, tmp, tracking_uri, say)
-            desc, pretrained, images, uri_text = f"model {model_uri}", False, None, model_uri
-
-        det = mlflow_plugin.load_model(str(folder), device="cpu")
+        folders, desc, pretrained = _models(
+            model_uri, tmp, data, kinds, tracking_uri, seed, say, notes
+        )
+        if not folders:
+            raise ValueError(f"Nothing to measure: {' '.join(notes)}")
+        first = next(iter(folders.values()))
+        det = mlflow_plugin.load_model(str(first), device="cpu")
+        spec = mlflow_plugin.load_record(str(first)).preprocessing
         shape = tuple(int(s) for s in det.input_shape_)
         desc += f"; input {shape}, {det.n_classes_} classes, served batch_size {det.batch_size}"
-        if images is None and shape == (3, 32, 32):
-            images = _real_images(data)
-        if images is not None and tuple(images.shape[1:]) == shape:
-            source = f"cifar10_test_lossless.npz ({len(images)} images, cycled)"
-        else:
-            c, h, w = shape  # an odin model takes (N, C, H, W) images
-            images = uniform_noise(max(sizes) * 2, (c, h, w), seed)
-            source = f"seeded uniform noise ({len(images)} images, seed {seed})"
+        if "image" in folders and spec is None:
+            raise ValueError(f"The image model {folders['image']} has no preprocessing spec.")
+        images = _request_images(data, shape, file_format, max(sizes) * 2, seed)
 
         machine = _machine_info()
         results: list[SizeResult] = []
-        say("starting mlflow models serve on 127.0.0.1")
-        with running_server(
-            folder,
-            port=port,
-            workers=workers,
-            tracking_uri=tracking_uri,
-            log_file=tmp / "server.log",
-            timeout=_PING_TIMEOUT_S,
-        ) as server:
-            say(f"server pid {server.proc.pid} ready after {server.start_seconds:.1f} s")
-            start_s, cmd = server.start_seconds, list(server.command)
-            for b in sizes:
-                r = _measure_size(
-                    server.port,
-                    det,
-                    images,
-                    b,
-                    requests=requests_per_size,
-                    concurrency=concurrency,
-                    duration_limit_s=duration_limit_s,
-                    log=say,
-                )
-                if r.stopped_by_time:
-                    notes.append(
-                        f"batch {b}: stopped at the {duration_limit_s:g} s limit after "
-                        f"{r.requests} of {r.planned} requests."
+        servers: list[dict[str, str]] = []
+        live: dict[str, Any] = {}
+        with contextlib.ExitStack() as stack:
+            for i, (fmt, folder) in enumerate(folders.items()):
+                say(f"starting mlflow models serve of the {fmt} model on 127.0.0.1")
+                server = stack.enter_context(
+                    running_server(
+                        folder,
+                        port=port if i == 0 else None,
+                        workers=workers,
+                        tracking_uri=tracking_uri,
+                        log_file=tmp / f"server-{fmt}.log",
+                        timeout=_PING_TIMEOUT_S,
                     )
-                results.append(r)
-        say(f"server pid {server.proc.pid} stopped (exit code {server.proc.returncode})")
+                )
+                say(f"{fmt} server pid {server.proc.pid} ready after {server.start_seconds:.1f} s")
+                live[fmt] = server
+                shown = list(server.command)
+                shown[shown.index("-m") + 1] = (
+                    f"<{fmt} model folder>" if model_uri is None else str(folder)
+                )
+                servers.append(
+                    {
+                        "format": fmt,
+                        "command": " ".join(shlex.quote(a) for a in shown),
+                        "start_s": f"{server.start_seconds:.1f}",
+                    }
+                )
+            for b in sizes:
+                for fmt, server in live.items():
+                    r = measure_size(
+                        server.port,
+                        fmt,
+                        det,
+                        images,
+                        b,
+                        spec=spec,
+                        requests=requests_per_size,
+                        concurrency=concurrency,
+                        duration_limit_s=duration_limit_s,
+                        log=say,
+                    )
+                    if r.stopped_by_time:
+                        notes.append(
+                            f"{fmt} batch {b}: stopped at the {duration_limit_s:g} s limit "
+                            f"after {r.requests} of {r.planned} requests."
+                        )
+                    results.append(r)
+        say("servers stopped")
         if hasattr(os, "getloadavg"):
             machine["load_average_1m_end"] = f"{os.getloadavg()[0]:.2f}"
 
-    shown = [*cmd]
-    shown[shown.index("-m") + 1] = "<model folder>" if model_uri is None else str(folder)
     return ServeResult(
         command=command,
-        server_command=" ".join(shlex.quote(a) for a in shown),
+        server_command=servers[0]["command"],
         machine=machine,
         model=desc,
-        model_uri=uri_text,
+        model_uri="(built in a temporary folder)" if model_uri is None else model_uri,
         pretrained=pretrained,
-        images_source=source,
+        images_source=images.source,
         concurrency=int(concurrency),
         workers=int(workers),
         requests_per_size=int(requests_per_size),
         duration_limit_s=float(duration_limit_s),
-        server_start_s=start_s,
+        server_start_s=float(servers[0]["start_s"]),
         sizes=tuple(results),
         notes=tuple(notes),
+        formats=tuple(live),
+        file_format=file_format,
+        servers=tuple(servers),
     )
