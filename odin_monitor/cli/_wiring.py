@@ -264,7 +264,9 @@ def serve_metrics_of(config: MonitorConfig, loaded: LoadedModel, port: int) -> A
     )
 
     labels = calibration_labels(loaded.ref, epsilon=loaded.record.epsilon, alias=loaded.alias)
-    collector = OdinCollector(config.log, rules=config.rules, calibration=labels)
+    collector = OdinCollector(
+        config.log, rules=config.rules, calibration=labels, models=[loaded.ref]
+    )
     server = serve_metrics(collector, port)
     info(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
     return server

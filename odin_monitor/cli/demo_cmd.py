@@ -8,7 +8,6 @@ print where everything is. Nothing is downloaded; no server is started.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,66 +16,19 @@ import click
 import numpy as np
 
 from odin_monitor.cli._common import EXIT_ERROR, emit, info, progress
-
-QUICK_TEMPERATURES = (1.0, 10.0, 100.0, 1000.0)
-QUICK_EPSILONS = (0.0, 0.0007, 0.0014, 0.0021, 0.0028)
-
-
-@dataclass
-class DemoData:
-    """Images of one demo scenario, float32 ``(N, C, H, W)`` in [0, 1]."""
-
-    name: str
-    model: Any
-    model_ref: str
-    normalization: Any
-    x_val: np.ndarray
-    x_prod: np.ndarray
-    ood_val: dict[str, np.ndarray]
-    ood_spike: np.ndarray
-    spike_source: str
-    notes: list[str] = field(default_factory=list)
+from odin_monitor.demo_data import (
+    QUICK_EPSILONS,
+    QUICK_TEMPERATURES,
+    DemoData,
+    calibrate_demo,
+    digits_demo,
+    stream,
+)
 
 
 def _digits(seed: int) -> DemoData:
-    import torch
-
-    from odin_monitor.demo_data import digits_splits, photo_crops, train_classifier
-    from odin_monitor.models import small_cnn_digits
-    from odin_monitor.synthetic import gaussian_noise, uniform_noise
-
-    splits = digits_splits(seed)
-    torch.manual_seed(seed)
     with progress(15, "training a small CNN on scikit-learn's digits") as advance:
-        model = train_classifier(
-            small_cnn_digits(),
-            splits.x_train,
-            splits.y_train,
-            epochs=15,
-            seed=seed,
-            progress=advance,
-        )
-    with torch.no_grad():
-        acc = float(
-            (model(torch.from_numpy(splits.x_val)).argmax(1).numpy() == splits.y_val).mean()
-        )
-    shape = (1, 8, 8)
-    return DemoData(
-        name="odin-digits",
-        model=model,
-        model_ref="odin_monitor.models:small_cnn_digits",
-        normalization=None,
-        x_val=splits.x_val,
-        x_prod=splits.x_prod,
-        ood_val={
-            "gaussian": gaussian_noise(150, shape, seed),
-            "uniform": uniform_noise(150, shape, seed + 1),
-            "photos": photo_crops(300, (8, 8), 1, seed=seed + 2),
-        },
-        ood_spike=photo_crops(600, (8, 8), 1, seed=seed + 1000),
-        spike_source="crops of scikit-learn's sample photos (other crops than validation)",
-        notes=[f"digits classifier validation accuracy {100 * acc:.1f}%"],
-    )
+        return digits_demo(seed, progress=advance)
 
 
 def _cifar10(data_dir: Path, weights: Path | None, model_ref: str, seed: int) -> DemoData:
@@ -127,22 +79,6 @@ def _cifar10(data_dir: Path, weights: Path | None, model_ref: str, seed: int) ->
         spike_source=source,
         notes=notes,
     )
-
-
-def stream(
-    data: DemoData, n_batches: int, batch_size: int, spike_from: int, spike_share: float, seed: int
-) -> list[np.ndarray]:
-    """Production batches: in-distribution images, then a share of OOD from ``spike_from`` on."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for b in range(n_batches):
-        batch = data.x_prod[rng.choice(len(data.x_prod), batch_size, replace=True)].copy()
-        if b >= spike_from:
-            k = round(spike_share * batch_size)
-            batch[:k] = data.ood_spike[rng.choice(len(data.ood_spike), k, replace=False)]
-            batch = batch[rng.permutation(batch_size)]
-        out.append(batch)
-    return out
 
 
 @click.command("demo")
@@ -253,8 +189,6 @@ def run_demo(
     import mlflow
 
     import mlflow_plugin
-    from odin_monitor import calibrate
-    from odin_monitor.calibration import PAPER_EPSILONS, PAPER_TEMPERATURES
     from odin_monitor.cli._results import human
     from odin_monitor.cli._wiring import (
         load_detector,
@@ -272,22 +206,11 @@ def run_demo(
     for note in data.notes:
         info(note)
 
-    temps = PAPER_TEMPERATURES if full_grid else QUICK_TEMPERATURES
-    eps = PAPER_EPSILONS if full_grid else QUICK_EPSILONS
+    grid = "10x21" if full_grid else f"{len(QUICK_TEMPERATURES)}x{len(QUICK_EPSILONS)}"
     n_ood = sum(len(v) for v in data.ood_val.values())
-    with progress(
-        2 * len(data.x_val) + n_ood, f"calibrating ({len(temps)}x{len(eps)} grid)"
-    ) as advance:
-        result = calibrate(
-            data.model,
-            data.x_val,
-            data.ood_val,
-            normalization=data.normalization,
-            temperatures=temps,
-            epsilons=eps,
-            batch_size=256,
-            progress=advance,
-            id_name=f"{dataset} validation",
+    with progress(2 * len(data.x_val) + n_ood, f"calibrating ({grid} grid)") as advance:
+        result = calibrate_demo(
+            data, full_grid=full_grid, progress=advance, id_name=f"{dataset} validation"
         )
     rec = result.record
     info(

@@ -20,6 +20,11 @@ and exposes:
 * ``odin_calibration_info`` (``temperature``, ``epsilon``, ``delta``, ``tpr_target``,
   ``calibration_sha256``, ``alias``; value 1) for the model being monitored.
 
+The counters of a model the collector is told about (``models=``) exist at 0 from
+the first scrape: one series per predicted class ``0..n_classes-1`` and per batch
+status. Without them a series would appear with the first batch's count already in
+it, and ``rate()``/``increase()`` (which need two samples) would miss that batch.
+
 :func:`serve_metrics` serves them with ``prometheus_client`` on 127.0.0.1 by default.
 
 Example:
@@ -54,6 +59,9 @@ BUCKET_QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 Key = tuple[str, str]
 """``(model, version)``."""
+
+#: The ``status`` label values of ``odin_batches_total``.
+BATCH_STATUSES = ("ok", "alert", "quarantined")
 
 
 def spread_buckets(reference_spread: np.ndarray, threshold_spread: float) -> tuple[float, ...]:
@@ -104,6 +112,27 @@ class MetricsState:
     cusum_stat: dict[Key, float] = field(default_factory=dict)
     histograms: dict[Key, _Histogram] = field(default_factory=dict)
     _cusum_s: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def declare(self, model: ModelRef) -> None:
+        """Start the counters of ``model`` at 0 (kept where they already count).
+
+        Every batch status, and every predicted class ``0..K-1`` when
+        ``model.n_classes`` (K) is known, so that the first batch is an increase.
+
+        Example:
+            >>> state = MetricsState()
+            >>> state.declare(ModelRef("m", "1", "0" * 64, 0.1, 2.0, 0.95, n_classes=3))
+            >>> sorted(state.scored.items())
+            [(('m', '1', '0'), 0), (('m', '1', '1'), 0), (('m', '1', '2'), 0)]
+            >>> state.batches[("m", "1", "quarantined")]
+            0
+        """
+        for status in BATCH_STATUSES:
+            self.batches.setdefault((model.name, model.version, status), 0)
+        for cls in range(model.n_classes or 0):
+            label = (model.name, model.version, str(cls))
+            self.scored.setdefault(label, 0)
+            self.ood.setdefault(label, 0)
 
     def update(self, log: ScoreLog) -> int:
         """Read what the log gained since the last call; returns the new batches' count."""
@@ -216,6 +245,8 @@ class OdinCollector:
         rules: The monitor's rules (the first :class:`~.alerts.CusumRule` gives the
             exported CUSUM statistic).
         calibration: Labels of ``odin_calibration_info`` (:func:`calibration_labels`).
+        models: Models whose counters start at 0 before their first batch
+            (:meth:`MetricsState.declare`): the monitored one.
     """
 
     def __init__(
@@ -224,10 +255,13 @@ class OdinCollector:
         *,
         rules: Sequence[Rule] = (),
         calibration: dict[str, str] | None = None,
+        models: Sequence[ModelRef] = (),
     ) -> None:
         self.log = log
         cusum = next((r for r in rules if isinstance(r, CusumRule)), None)
         self.state = MetricsState(cusum=cusum)
+        for model in models:
+            self.state.declare(model)
         self.calibration = dict(calibration or {})
         self._lock = threading.Lock()
         self.state.update(log)  # rebuilt from the log before the first scrape
@@ -315,7 +349,7 @@ def serve_metrics(collector: OdinCollector, port: int, addr: str = "127.0.0.1") 
     Stop it with ``server.shutdown()``.
 
     Example:
-        >>> # server = serve_metrics(OdinCollector(log, rules=cfg.rules), 9108)
+        >>> # server = serve_metrics(OdinCollector(log, rules=cfg.rules, models=[ref]), 9108)
     """
     from prometheus_client import CollectorRegistry, start_http_server
 

@@ -1,27 +1,36 @@
 """End to end: `mlflow models serve` (2 workers) → inference log → monitor → alerts.
 
-The served model logs every scored row (ODIN_INFERENCE_LOG); `odin-monitor monitor
---inference-log` cuts the log into batches; the spike's alert reaches a real
-Alertmanager and its webhook receiver, and a real Prometheus scraping /metrics
-fires a rule. Tiny model, bounded client, servers on 127.0.0.1 stopped by PID.
+The demo's detector (a small CNN trained on scikit-learn's digits, calibrated on the
+demo's quick grid) is served with 2 workers; a bounded client sends digits, then a
+spike of the demo's real-photo crops. The served model logs every scored row
+(ODIN_INFERENCE_LOG); `odin-monitor monitor --inference-log` cuts the log into
+batches; the spike's alert reaches a real Alertmanager and its webhook receiver, and
+a real Prometheus scraping /metrics with the SHIPPED rules (examples/prometheus/
+odin_rules.yml, only their `for:` durations shortened) fires ``OdinOODRateHigh``.
+Servers on 127.0.0.1 (free ports), stopped by PID.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-from odin_mlflow_testing import images
+import yaml
 
+import mlflow_plugin
 from mlflow_plugin.serving import running_server
-from odin_monitor.cli import main
+from odin_monitor.demo_data import calibrate_demo, digits_demo, stream
 from odin_monitor.inference_log import list_parts, read_part
 from tests.monitoring.helpers import (
     JsonReceiver,
@@ -34,9 +43,23 @@ from tests.monitoring.helpers import (
 
 pytestmark = pytest.mark.slow
 
-# What the client sends: in-distribution images like the calibration set, then a
-# spike of bright images the tiny detector flags (100% OOD), 20 images a request.
+# What the client sends, 20 images a request: the demo's held-out "production"
+# digits (like the calibration set), then a spike of the demo's photo crops only.
 ID_REQUESTS, OOD_REQUESTS, PER_REQUEST = 10, 5, 20
+RULES = Path(__file__).resolve().parents[2] / "examples" / "prometheus" / "odin_rules.yml"
+PROMETHEUS = shutil.which("prometheus")
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline demo's detector: trained and calibrated by the demo's own functions."""
+    data = digits_demo(seed=0)
+    result = calibrate_demo(data)
+    path = tmp_path_factory.mktemp("odin-demo") / "model"
+    mlflow_plugin.save_model(result, path, input_kind="tensor")
+    batches = stream(data, ID_REQUESTS + OOD_REQUESTS, PER_REQUEST, ID_REQUESTS, 1.0, seed=0)
+    np.save(path.parent / "requests.npy", np.stack(batches))
+    return path
 
 
 def post(url: str, x) -> dict:
@@ -50,15 +73,13 @@ def post(url: str, x) -> dict:
 
 
 def serve_and_send(model: Path, folder: Path, tmp_path: Path, monkeypatch) -> pd.DataFrame:
+    requests = np.load(model.parent / "requests.npy")
     monkeypatch.setenv("ODIN_INFERENCE_LOG", str(folder))
     monkeypatch.setenv("ODIN_MODEL_NAME", "odin-e2e")
     with running_server(model, workers=2, log_file=tmp_path / "serve.log", timeout=180) as server:
-        for i in range(ID_REQUESTS + OOD_REQUESTS):
-            x = images(PER_REQUEST, seed=100 + i).numpy()
-            if i >= ID_REQUESTS:
-                x = 0.8 + 0.2 * x
+        for x in requests:
             assert len(post(f"{server.url}/invocations", x)["predictions"]) == PER_REQUEST
-        want = (ID_REQUESTS + OOD_REQUESTS) * PER_REQUEST
+        want = len(requests) * PER_REQUEST
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             parts = list_parts(folder)
@@ -66,24 +87,35 @@ def serve_and_send(model: Path, folder: Path, tmp_path: Path, monkeypatch) -> pd
                 break
             time.sleep(0.2)
     rows = pd.concat([read_part(folder / p.name) for p in list_parts(folder)], ignore_index=True)
-    assert len(rows) == want and rows["request_id"].nunique() == ID_REQUESTS + OOD_REQUESTS
+    assert len(rows) == want and rows["request_id"].nunique() == len(requests)
     return rows
 
 
-PROMETHEUS = shutil.which("prometheus")
+def shortened_rules(folder: Path) -> Path:
+    """The shipped rules with every ``for:`` at 1s; the expressions are the shipped ones."""
+    shipped = yaml.safe_load(RULES.read_text())
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                assert re.fullmatch(r"\d+[smh]", rule["for"])
+                rule["for"] = "1s"
+    for g0, g1 in zip(shipped["groups"], rules["groups"], strict=True):
+        for r0, r1 in zip(g0["rules"], g1["rules"], strict=True):
+            assert {k: v for k, v in r0.items() if k != "for"} == {
+                k: v for k, v in r1.items() if k != "for"
+            }
+    path = folder / "odin_rules.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
 
 
 def start_prometheus(folder: Path, metrics_port: int, am_url: str):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "rules.yml").write_text(
-        "groups:\n  - name: odin-e2e\n    interval: 1s\n    rules:\n"
-        "      - alert: OdinBatchSpike\n"
-        "        expr: odin_batch_p_value < 0.01 and odin_batch_ood_rate > odin_expected_ood_rate\n"
-        "        labels: {severity: critical}\n"
-    )
+    rules = shortened_rules(folder)
     (folder / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "rule_files: [rules.yml]\n"
+        f"rule_files: [{rules.name}]\n"
         f"alerting: {{alertmanagers: [{{static_configs: [{{targets: ['{am_url[7:]}']}}]}}]}}\n"
         "scrape_configs:\n  - job_name: odin\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
@@ -109,55 +141,100 @@ def start_prometheus(folder: Path, metrics_port: int, am_url: str):
     return proc, base
 
 
+def query(prom_url: str, expr: str) -> list[dict]:
+    url = f"{prom_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
+
+
+def firing(prom_url: str) -> set[str]:
+    body = json.loads(urllib.request.urlopen(f"{prom_url}/api/v1/alerts", timeout=5).read())
+    return {a["labels"]["alertname"] for a in body["data"]["alerts"] if a["state"] == "firing"}
+
+
+def wait_until(predicate, timeout: float, what: str, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def move_in(src: Path, dst: Path) -> None:
+    """Hand the served model's log parts to the monitor's folder, each atomically."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for part in list_parts(src):
+        tmp = dst / f".{part.name}.tmp"
+        shutil.copyfile(src / part.name, tmp)
+        os.replace(tmp, dst / part.name)
+
+
 @pytest.mark.skipif(
     alertmanager_binary() is None or PROMETHEUS is None,
     reason="needs the Debian packages prometheus and prometheus-alertmanager",
 )
 def test_served_predictions_reach_alertmanager_and_prometheus(
-    saved_model: Path, tracking: str, tmp_path: Path, monkeypatch
+    demo_model: Path, tracking: str, tmp_path: Path, monkeypatch
 ) -> None:
-    folder = tmp_path / "ilog"
-    rows = serve_and_send(saved_model, folder, tmp_path, monkeypatch)
-    assert rows["is_ood"].iloc[-PER_REQUEST:].mean() > 0.5  # the spike is in the log
+    served = tmp_path / "ilog-served"
+    rows = serve_and_send(demo_model, served, tmp_path, monkeypatch)
+    # The requests were sent one after the other: their order is the timestamps' order.
+    in_order = rows.sort_values("timestamp", kind="stable")["request_id"].unique()
+    spike = rows["request_id"].isin(in_order[-OOD_REQUESTS:])
+    assert rows.loc[~spike, "is_ood"].mean() < 0.2  # digits: mostly in distribution
+    assert rows.loc[spike, "is_ood"].mean() > 0.5  # photo crops: the spike is in the log
 
     receiver = JsonReceiver()
     am, am_url = start_alertmanager(tmp_path / "am", receiver.url)
     metrics_port = free_port()
     prom, prom_url = start_prometheus(tmp_path / "prom", metrics_port, am_url)
+    folder = tmp_path / "ilog"
+    folder.mkdir()
+    args = [
+        "monitor", "--inference-log", str(folder), "--window", "100",
+        "--model-uri", str(demo_model), "--monitor-dir", str(tmp_path / "mon"),
+        "--tracking-uri", tracking, "--device", "cpu",
+        "--metrics-port", str(metrics_port), "--alertmanager-url", am_url,
+        "--max-scans", "30", "--interval", "1",
+    ]  # fmt: skip
+    monitor_log = open(tmp_path / "monitor.log", "wb")  # noqa: SIM115
+    monitor = subprocess.Popen(
+        [sys.executable, "-c", "from odin_monitor.cli import main; main()", *args],
+        stdout=monitor_log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        args = [
-            "monitor", "--inference-log", str(folder), "--window", "100",
-            "--model-uri", str(saved_model), "--monitor-dir", str(tmp_path / "mon"),
-            "--tracking-uri", tracking, "--device", "cpu",
-            "--metrics-port", str(metrics_port), "--alertmanager-url", am_url,
-            "--max-scans", "8", "--interval", "1",
-        ]  # fmt: skip
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
-        assert result.exit_code == 3, result.output  # an alert fired
+        # Prometheus holds the monitored model's counters at 0 before the first batch,
+        # so increase() counts that batch too.
+        scored = "odin_images_scored_total"
+        wait_until(lambda: len(query(prom_url, f"{scored} == 0")) == 10, 90, "zero series", monitor)
+        move_in(served, folder)
+        # The shipped 15-minute OOD-rate rule fires in Prometheus (while the monitor
+        # still serves /metrics) and reaches Alertmanager.
+        wait_until(lambda: "OdinOODRateHigh" in firing(prom_url), 60, "OdinOODRateHigh", monitor)
+        assert "OdinNoBatches" not in firing(prom_url)
+        fired = receiver.wait_for(
+            lambda b: any(a["labels"]["alertname"] == "OdinOODRateHigh" for a in b["alerts"])
+        )
+        alert = next(a for a in fired["alerts"] if a["labels"]["alertname"] == "OdinOODRateHigh")
+        assert alert["labels"]["severity"] == "critical" and alert["labels"]["window"] == "15m"
+        assert monitor.wait(timeout=120) == 3, (tmp_path / "monitor.log").read_text()[-3000:]
         # 300 rows: 3 windows of exactly 100, each processed once, the spike last.
         from odin_monitor.monitoring import ScoreLog
 
         log = ScoreLog(tmp_path / "mon" / "scores.db")
         records = [log.get_batch(b) for b in log.batch_ids()]
         assert [r.n_images for r in records] == [100, 100, 100]
-        assert records[-1].n_ood > 50
-
+        assert records[-1].n_ood > 50 and max(r.n_ood for r in records[:2]) < 20
         fired = receiver.wait_for(
             lambda b: any(a["labels"]["alertname"] == "OdinOODSpike" for a in b["alerts"])
         )
         assert fired["status"] == "firing"
-        deadline = time.monotonic() + 30
-        names: set[str] = set()
-        while time.monotonic() < deadline and "OdinBatchSpike" not in names:
-            body = json.loads(urllib.request.urlopen(f"{prom_url}/api/v1/alerts", timeout=5).read())
-            names = {a["labels"]["alertname"] for a in body["data"]["alerts"]
-                     if a["state"] == "firing"}  # fmt: skip
-            time.sleep(0.5)
-        assert "OdinBatchSpike" in names
-        receiver.wait_for(
-            lambda b: any(a["labels"]["alertname"] == "OdinBatchSpike" for a in b["alerts"])
-        )
     finally:
+        stop_process(monitor)
+        monitor_log.close()
         stop_process(prom)
         stop_process(am)
         receiver.close()

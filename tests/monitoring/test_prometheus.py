@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from odin_monitor.monitoring import BinomialSpikeRule, CusumRule, MonitorConfig, process_batch
+from odin_monitor.monitoring import (
+    BinomialSpikeRule,
+    CusumRule,
+    MonitorConfig,
+    ScoreLog,
+    process_batch,
+)
 from odin_monitor.monitoring.prometheus import OdinCollector, calibration_labels, serve_metrics
 from odin_monitor.monitoring.stats import binomial_pvalue
 from tests.monitoring.helpers import free_port, make_scores
@@ -83,6 +89,47 @@ def test_metrics_match_the_batches_and_survive_a_restart(tmp_path, log, model, r
     for name in ("odin_images_scored_total", "odin_images_ood_total", "odin_batches_total"):
         assert again[name] == got[name]
     assert again["odin_spread_score_bucket"] == got["odin_spread_score_bucket"]
+
+
+def test_counters_of_the_monitored_model_exist_at_zero_before_any_batch(tmp_path, log, model):
+    # rate()/increase() need a sample before the first batch, or its counts are missed.
+    config = MonitorConfig(log=log, quarantine_dir=tmp_path / "q", notifiers=())
+    collector = OdinCollector(log, models=[model])
+    port = free_port()
+    server = serve_metrics(collector, port)
+    try:
+        before = scrape(port)
+        first = make_scores(200, 0.05, model, seed=0)
+        process_batch(model, config, scores=first, batch_id="b0")
+        after = scrape(port)
+    finally:
+        server.shutdown()
+    mv = {"model": model.name, "version": model.version}
+    for name in ("odin_images_scored_total", "odin_images_ood_total"):
+        assert sorted(before[name]) == sorted(
+            tuple(sorted({**mv, "predicted_class": str(k)}.items())) for k in range(10)
+        )
+        assert set(before[name].values()) == {0.0}
+        assert set(after[name]) == set(before[name])  # the same series, now counting
+    assert {dict(k)["status"]: v for k, v in before["odin_batches_total"].items()} == {
+        "ok": 0.0,
+        "alert": 0.0,
+        "quarantined": 0.0,
+    }
+    assert total(after["odin_images_scored_total"]) == 200
+    assert total(after["odin_images_ood_total"]) == first["is_ood"].sum()
+    assert total(after["odin_batches_total"], status="ok") == 1
+    # A model never declared appears with its first batch, as before.
+    assert "odin_images_scored_total" not in scrape_once(OdinCollector(ScoreLog(tmp_path / "e.db")))
+
+
+def scrape_once(collector: OdinCollector) -> dict[str, dict[tuple, float]]:
+    port = free_port()
+    server = serve_metrics(collector, port)
+    try:
+        return scrape(port)
+    finally:
+        server.shutdown()
 
 
 def test_quarantined_batches_are_counted(tmp_path, log, model):
