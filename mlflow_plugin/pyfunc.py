@@ -279,7 +279,9 @@ class OdinPyfuncModel:
 
     def _images(self, model_input: Any, input_shape: tuple[int, ...]) -> Any:
         encoded = image_column(model_input)
-        if encoded is None:
+        # An `image` column of per-image arrays (as tensor models took it) stays tensors.
+        if encoded is None or not any(isinstance(v, (bytes, bytearray, memoryview, str))
+                                      for v in encoded):  # fmt: skip
             return images_from_input(model_input, input_shape)
         if self.preprocessing is None:
             raise InputValidationError(

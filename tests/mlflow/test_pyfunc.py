@@ -131,3 +131,13 @@ def test_tensor_model_refuses_an_image_column_with_the_reason(saved_model: Path)
     raw.preprocessing = None
     with pytest.raises(MlflowException, match="logged without a preprocessing spec"):
         raw.predict(pd.DataFrame({"image": [png(np.zeros((8, 8, 3), np.uint8))]}))
+
+
+def test_an_image_column_of_pixel_arrays_still_scores_on_a_tensor_model(pf) -> None:
+    """Spark users of tensor models pass a column named `image` of flattened floats."""
+    import pandas as pd
+
+    x = np.random.default_rng(4).uniform(0, 1, (3, 3, 8, 8)).astype(np.float32)
+    frame = pd.DataFrame({"image": [img.reshape(-1) for img in x]})
+    got = pf._model_impl.predict(frame)
+    np.testing.assert_allclose(got["odin_score"], pf.predict(x)["odin_score"], rtol=0, atol=1e-7)
