@@ -1,8 +1,10 @@
 """End to end: `mlflow models serve` (2 workers) → inference log → monitor → alerts.
 
-The demo's detector (a small CNN trained on scikit-learn's digits, calibrated on the
-demo's quick grid) is served with 2 workers; a bounded client sends digits, then a
-spike of the demo's real-photo crops. The served model logs every scored row
+Real images: the pretrained ResNet-20 with CIFAR-10 test images, then a spike of Tiny
+ImageNet crops, when ../shared/data is present; else the demo's detector (a small CNN
+trained on scikit-learn's digits, calibrated on the demo's quick grid) with digits, then a
+spike of the demo's real-photo crops. The model is served with 2 workers and a bounded
+client. The served model logs every scored row
 (ODIN_INFERENCE_LOG); `odin-monitor monitor --inference-log` cuts the log into
 batches; the spike's alert reaches a real Alertmanager and its webhook receiver, and
 a real Prometheus scraping /metrics with the SHIPPED rules (examples/prometheus/
@@ -50,15 +52,41 @@ RULES = Path(__file__).resolve().parents[2] / "examples" / "prometheus" / "odin_
 PROMETHEUS = shutil.which("prometheus")
 
 
+def _cifar_model(folder: Path, data_dir: Path) -> Path:
+    """ResNet-20 on real CIFAR-10 images, the spike real Tiny ImageNet crops."""
+    from odin_monitor import calibrate
+    from odin_monitor.data import load_images
+    from odin_monitor.modelref import model_from_reference
+    from odin_monitor.models import CIFAR_RESNET_NORMALIZATION
+
+    model = model_from_reference("odin_monitor.models:resnet20", data_dir / "cifar10_resnet20.pt")
+    x_id = load_images(data_dir / "cifar10_test_lossless.npz")
+    x_ood = load_images(data_dir / "ood_tinyimagenet_crop.npz", limit=OOD_REQUESTS * PER_REQUEST)
+    result = calibrate(model, x_id[:500], normalization=CIFAR_RESNET_NORMALIZATION,
+                       temperatures=[1, 1000], epsilons=[0.0, 0.0014])  # fmt: skip
+    path = folder / "model"
+    mlflow_plugin.save_model(result, path, input_kind="tensor")
+    prod = x_id[500 : 500 + ID_REQUESTS * PER_REQUEST]
+    batches = np.concatenate([prod, x_ood]).reshape(-1, PER_REQUEST, *x_id.shape[1:])
+    np.save(folder / "requests.npy", batches)
+    return path
+
+
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The offline demo's detector: trained and calibrated by the demo's own functions."""
+    """Real images: CIFAR-10 + Tiny ImageNet with ResNet-20 when ../shared/data is there,
+    else the offline demo's detector, trained and calibrated by the demo's own functions."""
+    from tests.conftest import SHARED_DATA
+
+    folder = tmp_path_factory.mktemp("odin-e2e")
+    if (SHARED_DATA / "cifar10_resnet20.pt").is_file():
+        return _cifar_model(folder, SHARED_DATA)
     data = digits_demo(seed=0)
     result = calibrate_demo(data)
-    path = tmp_path_factory.mktemp("odin-demo") / "model"
+    path = folder / "model"
     mlflow_plugin.save_model(result, path, input_kind="tensor")
     batches = stream(data, ID_REQUESTS + OOD_REQUESTS, PER_REQUEST, ID_REQUESTS, 1.0, seed=0)
-    np.save(path.parent / "requests.npy", np.stack(batches))
+    np.save(folder / "requests.npy", np.stack(batches))
     return path
 
 
