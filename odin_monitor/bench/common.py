@@ -33,6 +33,7 @@ __all__ = [
     "pct",
     "publish",
     "resolve_data_dir",
+    "stderr_log",
 ]
 
 #: CIFAR-10 ResNet depths with weights in the shared data folder.
@@ -200,6 +201,21 @@ def publish(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
+
+
+def stderr_log(clock: Stopwatch | None = None) -> Callable[[str], None]:
+    """A progress ``log`` for benchmarks: one line on stderr, after the elapsed time if timed.
+
+    Example:
+        >>> log = stderr_log()
+        >>> log("hello")  # doctest: +SKIP
+    """
+
+    def log(line: str) -> None:
+        prefix = "" if clock is None else f"[{clock}] "
+        print(f"{prefix}{line}", file=sys.stderr, flush=True)
+
+    return log
 
 
 class Stopwatch:

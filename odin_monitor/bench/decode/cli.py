@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from odin_monitor.bench.common import publish
+from odin_monitor.bench.common import Stopwatch, publish, stderr_log
 from odin_monitor.bench.decode.report import format_markdown
 from odin_monitor.bench.decode.run import run_decode
 
@@ -38,10 +36,7 @@ def _parser(prog: str = "python -m odin_monitor.bench.decode") -> argparse.Argum
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = (_parser(prog) if prog else _parser()).parse_args(argv)
-    t0 = time.perf_counter()
-
-    def log(line: str) -> None:
-        print(f"[{time.perf_counter() - t0:7.1f}s] {line}", file=sys.stderr, flush=True)
+    log = stderr_log(Stopwatch())
 
     result = run_decode(
         data_dir=args.data_dir,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from odin_monitor.bench.common import DEPTHS, publish
+from odin_monitor.bench.common import DEPTHS, publish, stderr_log
 from odin_monitor.bench.no_ood.report import format_markdown
 from odin_monitor.bench.no_ood.run import run_no_ood
 from odin_monitor.errors import DataLoadError
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             depths=args.depths,
             cache_dir=args.cache,
             verify_calibrate=args.verify_calibrate,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
+            log=stderr_log(),
             batch_size=args.batch_size,
             device=args.device,
             **{k: getattr(args, k) for k in SIZES},

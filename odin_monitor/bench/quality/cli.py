@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from odin_monitor.bench.common import DEPTHS, publish
+from odin_monitor.bench.common import DEPTHS, publish, stderr_log
 from odin_monitor.bench.quality.report import format_markdown
 from odin_monitor.bench.quality.run import run_quality
 from odin_monitor.grid import PAPER_EPSILONS, PAPER_TEMPERATURES
@@ -63,7 +62,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         device=args.device,
         plots_dir=args.plots_dir,
         quick=args.quick,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=stderr_log(),
     )
     rel = args.markdown.parent if args.markdown is not None else None
     publish(format_markdown(result, plots_relative_to=rel), args.markdown)

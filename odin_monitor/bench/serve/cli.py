@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from odin_monitor.bench.common import publish
+from odin_monitor.bench.common import Stopwatch, publish, stderr_log
 from odin_monitor.bench.files import FILE_FORMATS
 from odin_monitor.bench.serve.bodies import FORMATS
 from odin_monitor.bench.serve.report import format_markdown
@@ -67,10 +65,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         0
     """
     args = (_parser(prog) if prog else _parser()).parse_args(argv)
-    t0 = time.perf_counter()
-
-    def log(line: str) -> None:
-        print(f"[{time.perf_counter() - t0:7.1f}s] {line}", file=sys.stderr, flush=True)
+    log = stderr_log(Stopwatch())
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")

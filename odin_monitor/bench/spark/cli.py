@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from odin_monitor.bench.common import publish
+from odin_monitor.bench.common import Stopwatch, publish, stderr_log
 from odin_monitor.bench.spark.report import format_markdown
 from odin_monitor.bench.spark.results import SparkUnavailable
 from odin_monitor.bench.spark.run import run_spark
@@ -41,10 +40,7 @@ def _parser(prog: str = "python -m odin_monitor.bench.spark") -> argparse.Argume
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; returns the exit code (1 when the scores differ)."""
     args = (_parser(prog) if prog else _parser()).parse_args(argv)
-    t0 = time.perf_counter()
-
-    def log(line: str) -> None:
-        print(f"[{time.perf_counter() - t0:7.1f}s] {line}", file=sys.stderr, flush=True)
+    log = stderr_log(Stopwatch())
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -12,6 +12,7 @@ from pathlib import Path
 from odin_monitor.bench.common import (
     DEPTHS,
     publish,
+    stderr_log,
 )
 from odin_monitor.bench.speed.methods import PRECISIONS
 from odin_monitor.bench.speed.report import format_markdown
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         memory=not args.no_memory,
         seed=args.seed,
         quick=args.quick,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=stderr_log(),
     )
     payload = {
         "rows": [asdict(r) for r in result.rows],
