@@ -425,8 +425,9 @@ def _load_detector(
     *,
     device: torch.device,
     batch_size: int | None = None,
+    record: CalibrationRecord | None = None,
 ) -> OdinDetector:
-    record = read_record(model_path, conf)
+    record = record or read_record(model_path, conf)
     model = load_classifier(model_path, conf, device)
     return OdinDetector.from_record(
         model,
@@ -509,9 +510,9 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     """Called by ``mlflow.pyfunc.load_model``; ``model_config={"device": ...}`` picks the device."""
     conf = compat.flavor_configuration(path, FLAVOR_NAME)
     device = resolve_device((model_config or {}).get("device"))
-    det = _load_detector(path, conf, device=device)
-    check_signature_matches(path, float(det.threshold_))
     record = read_record(path, conf)
+    det = _load_detector(path, conf, device=device, record=record)
+    check_signature_matches(path, float(det.threshold_))
     # ODIN_INFERENCE_LOG or model_config={"inference_log": folder}: every scored row logged.
     inference_log = writer_from_config(dict(model_config or {}), calibration_sha256=record.sha256())
     return OdinPyfuncModel(
