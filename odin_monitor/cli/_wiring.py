@@ -26,12 +26,9 @@ if TYPE_CHECKING:
     from odin_monitor.normalization import Normalization
     from odin_monitor.record import CalibrationRecord
 
-#: The --normalization presets: name -> (mean, std), or None for raw pixels.
-NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
-    "none": None,
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
+#: The --normalization presets ('none' = raw [0, 1] pixels).
+NORMALIZATIONS = ("none", "imagenet", "cifar10")
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 def normalization_from_options(
@@ -47,11 +44,15 @@ def normalization_from_options(
     """
     if preset is not None and (mean or std):
         raise click.UsageError("give either --normalization or --mean/--std, not both")
-    from odin_monitor.normalization import Normalization
+    from odin_monitor.normalization import IMAGENET_NORMALIZATION, Normalization
 
     if preset is not None:
-        stats = NORMALIZATIONS[preset]
-        return None if stats is None else Normalization(mean=stats[0], std=stats[1])
+        presets = {
+            "none": None,
+            "imagenet": IMAGENET_NORMALIZATION,
+            "cifar10": Normalization(mean=_CIFAR10_STATS[0], std=_CIFAR10_STATS[1]),
+        }
+        return presets[preset]
     if mean and std:
         return Normalization(mean=mean, std=std)
     if factory is not None:
