@@ -99,6 +99,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_in_thread(port: int, handler) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A threading HTTP server on 127.0.0.1:``port``, serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_http(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class Hook:
     """A real local HTTP server; answers the scripted status codes, then 200."""
 
@@ -134,17 +147,14 @@ class Hook:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.thread = serve_in_thread(self.port, Handler)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/alerts"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http(self.server)
 
 
 class JsonReceiver:
@@ -165,9 +175,7 @@ class JsonReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.thread = serve_in_thread(self.port, Handler)
 
     @property
     def url(self) -> str:
@@ -183,8 +191,7 @@ class JsonReceiver:
         raise AssertionError(f"no matching body within {timeout}s; got {self.bodies}")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http(self.server)
 
 
 def alertmanager_binary() -> str | None:
