@@ -1,4 +1,4 @@
-"""Alert notifiers: a log line, a JSONL file, a JSON webhook, MLflow metrics.
+"""Alert notifiers: a log line, a JSONL file, a JSON webhook (MLflow runs: :mod:`~.mlflow_runs`).
 
 Each notifier sends one alert and raises on failure; the outbox keeps the alert
 and :mod:`odin_monitor.monitoring.delivery` retries it. A receiver that times out
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from odin_monitor.monitoring.alerts import Alert
 from odin_monitor.monitoring.batches import BatchRecord
 from odin_monitor.monitoring.errors import ConfigError, DeliveryError
+from odin_monitor.monitoring.mlflow_runs import MlflowNotifier as MlflowNotifier  # re-export
 
 logger = logging.getLogger(__name__)
 
@@ -215,80 +216,3 @@ class WebhookNotifier:
 
     def record_batch(self, record: BatchRecord) -> None:
         """No-op."""
-
-
-class MlflowNotifier:
-    """Logs ``ood_rate`` per batch (step = batch seq) and alerts to an MLflow run.
-
-    One monitoring run per model name and version in ``experiment_name``, found
-    again by its tags. ``mlflow`` is imported lazily, only here.
-
-    Example:
-        >>> MlflowNotifier("sqlite:///mlflow.db").experiment_name
-        'odin-monitoring'
-    """
-
-    def __init__(
-        self, tracking_uri: str, experiment_name: str = "odin-monitoring", name: str = "mlflow"
-    ) -> None:
-        self.tracking_uri = tracking_uri
-        self.experiment_name = experiment_name
-        self.name = name
-        self._runs: dict[tuple[str, str], str] = {}
-
-    def _client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri)
-
-    def run_id(self, model_name: str, model_version: str) -> str:
-        """Id of the monitoring run of a model version (created on first use)."""
-        key = (model_name, model_version)
-        if key in self._runs:
-            return self._runs[key]
-        client = self._client()
-        exp = client.get_experiment_by_name(self.experiment_name)
-        exp_id = exp.experiment_id if exp else client.create_experiment(self.experiment_name)
-        found = client.search_runs(
-            [exp_id],
-            filter_string=(
-                f"tags.`odin_monitor.model_name` = '{model_name}' and "
-                f"tags.`odin_monitor.model_version` = '{model_version}'"
-            ),
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-        else:
-            run = client.create_run(
-                exp_id,
-                run_name=f"monitor-{model_name}-v{model_version}",
-                tags={
-                    "odin_monitor.model_name": model_name,
-                    "odin_monitor.model_version": model_version,
-                },
-            )
-            run_id = run.info.run_id
-        self._runs[key] = run_id
-        return run_id
-
-    def record_batch(self, record: BatchRecord) -> None:
-        """Log ``ood_rate``, ``n_images`` and ``n_ood`` at step ``record.seq``."""
-        client = self._client()
-        run_id = self.run_id(record.model.name, record.model.version)
-        ts = int(time.time() * 1000)
-        for key, value in (
-            ("ood_rate", record.ood_rate),
-            ("n_images", record.n_images),
-            ("n_ood", record.n_ood),
-        ):
-            client.log_metric(run_id, key, float(value), timestamp=ts, step=record.seq)
-
-    def send(self, alert: Alert) -> None:
-        """Log ``alert_<rule>`` = statistic and the alert JSON as an artifact-free tag."""
-        client = self._client()
-        run_id = self.run_id(alert.model_name, alert.model_version)
-        client.log_metric(
-            run_id, f"alert_{alert.rule}", float(alert.statistic), timestamp=int(time.time() * 1000)
-        )
-        client.set_tag(run_id, f"odin_monitor.alert.{alert.alert_id}", alert.to_json()[:5000])

@@ -39,22 +39,11 @@ def test_webhook_rejects_bad_url():
         WebhookNotifier("ftp://x")
 
 
-def test_mlflow_notifier_logs_ood_rate_per_step(tmp_path, log, model):
-    from mlflow.tracking import MlflowClient
+def test_mlflow_notifier_still_imports_from_notifiers():
+    # It moved to mlflow_runs (tested in test_mlflow_runs.py); old imports keep working.
+    from odin_monitor.monitoring import mlflow_runs
 
-    from tests.monitoring.helpers import make_scores
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    notifier = MlflowNotifier(uri, experiment_name="mon")
-    for i, rate in enumerate([0.05, 0.1, 0.2]):
-        rec, _ = log.write_batch(f"b{i}", model, make_scores(100, rate, model, seed=i))
-        notifier.record_batch(rec)
-    notifier.send(make_alert())
-    run_id = notifier.run_id(model.name, model.version)
-    history = MlflowClient(uri).get_metric_history(run_id, "ood_rate")
-    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.05), (2, 0.1), (3, 0.2)]
-    # a fresh notifier finds the same monitoring run
-    assert MlflowNotifier(uri, experiment_name="mon").run_id(model.name, model.version) == run_id
+    assert MlflowNotifier is mlflow_runs.MlflowNotifier
 
 
 def test_webhook_redirect_is_a_failed_delivery(hook):
