@@ -125,6 +125,10 @@ def export_classifier(model: nn.Module, input_shape: tuple[int, ...], path: str 
                 f"({_first_line(err)}). {_fallback_hint()}"
             ) from err
         program.example_inputs = None  # no sample-input record to unpickle at load
+        # Re-exporting a loaded archive's module (`odin-monitor log`) tags each node with
+        # its trace history ("from_node"), debugging metadata the safe loader refuses.
+        for node in program.graph.nodes:
+            node.meta.pop("from_node", None)
         try:
             exported = program.module()
             for n in (1, 3):

@@ -129,6 +129,17 @@ def test_exported_module_refuses_eval_and_keeps_input_gradients(tmp_path: Path) 
         torch.testing.assert_close(module(xb), net(xb), rtol=0, atol=1e-6)
 
 
+def test_a_loaded_archive_exports_again(tmp_path: Path) -> None:
+    """`odin-monitor log` re-saves the module loaded from calibrate's archive."""
+    from odin_mlflow_testing import make_net
+
+    net = make_net()
+    loaded = load_exported(export_classifier(net, (3, 8, 8), tmp_path / "a.pt2"))
+    again = load_exported(export_classifier(loaded, (3, 8, 8), tmp_path / "b.pt2"))
+    xb = images(4, seed=2)
+    torch.testing.assert_close(again(xb), net(xb), rtol=0, atol=1e-6)
+
+
 @pytest.mark.shared_data
 def test_real_resnet20_exported_equals_eager(shared_data: Path, tmp_path: Path) -> None:
     from odin_monitor.modelref import model_from_reference
