@@ -9,12 +9,14 @@
   holding the batch's figures as metrics (``n_images``, ``n_ood``, ``ood_rate``,
   ``expected_rate``, ``p_value`` of the one-sided binomial test, ``alert`` 0/1, and
   ``<rule>_statistic`` of each alert, e.g. the CUSUM ``S_t`` as ``cusum_statistic``),
-  tags (model, version, calibration hash, batch id, alert rules) and a summary as
-  its description.
+  tags (``odin.model``, ``odin.version``, ``odin.calibration`` (sha256),
+  ``odin.batch``, ``odin.day``, ``odin.source``, ``odin.alerts`` with the rules that
+  fired and ``odin.alert.<rule>`` with each alert's id) and a summary of the figures
+  and alerts as its description.
 
 Every run is FINISHED as soon as it is written: MLflow accepts writes to a
 finished run, so none is ever left RUNNING. Runs are found again by a tag
-(``odin_monitor.run_key``, a hash of model, version and batch id or day) before
+(``odin.key``, a hash of model, version and batch id or day) before
 one is created, so a retried write, e.g. an alert the outbox sends again, never
 adds a second run. ``mlflow`` is imported lazily, only here.
 
@@ -41,8 +43,8 @@ from odin_monitor.monitoring.stats import binomial_pvalue
 EXPERIMENT = "odin-monitoring"
 """Default experiment of the monitoring runs."""
 
-TAG = "odin_monitor."
-"""Prefix of every tag this module sets."""
+TAG = "odin."
+"""Prefix of every tag this module sets (short: the MLflow UI cuts long tag names)."""
 
 _ALERTS_HEADING = "\n\nAlerts:\n"
 
@@ -272,7 +274,7 @@ class MlflowNotifier:
     def _find(self, client: Any, exp_id: str, key: str) -> Any | None:
         runs = client.search_runs(
             [exp_id],
-            filter_string=f"tags.`{TAG}run_key` = '{key}'",
+            filter_string=f"tags.`{TAG}key` = '{key}'",
             max_results=1,
             order_by=["attributes.start_time ASC"],
         )
@@ -290,19 +292,19 @@ class MlflowNotifier:
 
     def _day_run(self, client: Any, exp_id: str, tags: dict[str, str], start: int) -> Any:
         name, version, day = (
-            tags[f"{TAG}model_name"],
-            tags[f"{TAG}model_version"],
+            tags[f"{TAG}model"],
+            tags[f"{TAG}version"],
             tags[f"{TAG}day"],
         )
         key = run_key("day", name, version, day)
         run = self._find(client, exp_id, key)
         if run is None:
-            day_tags = {k: tags[k] for k in (f"{TAG}model_name", f"{TAG}model_version")}
+            day_tags = {k: tags[k] for k in (f"{TAG}model", f"{TAG}version")}
             run = client.create_run(
                 exp_id,
                 start_time=start,
                 run_name=day_run_name(name, version, day),
-                tags={**day_tags, f"{TAG}day": day, f"{TAG}kind": "day", f"{TAG}run_key": key},
+                tags={**day_tags, f"{TAG}day": day, f"{TAG}kind": "day", f"{TAG}key": key},
             )
             client.set_terminated(run.info.run_id, "FINISHED", end_time=start)
         return run
@@ -311,7 +313,7 @@ class MlflowNotifier:
         self, client: Any, exp_id: str, batch_id: str, tags: dict[str, str], start: int
     ) -> tuple[Any, Any]:
         """``(batch run, day run)``, created (FINISHED) when missing."""
-        name, version = tags[f"{TAG}model_name"], tags[f"{TAG}model_version"]
+        name, version = tags[f"{TAG}model"], tags[f"{TAG}version"]
         key = run_key("batch", name, version, batch_id)
         run = self._find(client, exp_id, key)
         if run is not None:
@@ -331,8 +333,8 @@ class MlflowNotifier:
             tags={
                 **tags,
                 f"{TAG}kind": "batch",
-                f"{TAG}batch_id": batch_id,
-                f"{TAG}run_key": key,
+                f"{TAG}batch": batch_id,
+                f"{TAG}key": key,
                 "mlflow.parentRunId": parent.info.run_id,
             },
         )
@@ -356,8 +358,10 @@ class MlflowNotifier:
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+        # A batch is an instant: its run ends when it starts (at the batch's time), so
+        # the day run spans its first to its last batch.
         start = int(run.info.start_time)
-        client.set_terminated(run_id, "FINISHED", end_time=max(now, start))
+        client.set_terminated(run_id, "FINISHED", end_time=start)
         self._refresh_day(client, parent)
 
     def _refresh_day(self, client: Any, parent: Any) -> None:
@@ -374,16 +378,14 @@ class MlflowNotifier:
         changed = {k: v for k, v in totals.items() if current.get(k) != v}
         now = int(time.time() * 1000)
         tags = parent.data.tags
-        note = day_summary(
-            tags[f"{TAG}model_name"], tags[f"{TAG}model_version"], tags[f"{TAG}day"], totals
-        )
+        note = day_summary(tags[f"{TAG}model"], tags[f"{TAG}version"], tags[f"{TAG}day"], totals)
         step = int(totals["n_batches"])
         client.log_batch(
             parent_id,
             metrics=[Metric(k, v, now, step) for k, v in changed.items()],
             tags=[RunTag("mlflow.note.content", note)],
         )
-        last = max([int(c.info.end_time or c.info.start_time) for c in children], default=0)
+        last = max([int(c.info.start_time) for c in children], default=0)
         client.set_terminated(parent_id, "FINISHED", end_time=max(last, parent.info.start_time))
 
     # ------------------------------------------------------------------ Notifier protocol
@@ -398,9 +400,9 @@ class MlflowNotifier:
         model = record.model
         when = parse_utc(record.created_at)
         tags = {
-            f"{TAG}model_name": model.name,
-            f"{TAG}model_version": model.version,
-            f"{TAG}calibration_sha256": model.calibration_sha256,
+            f"{TAG}model": model.name,
+            f"{TAG}version": model.version,
+            f"{TAG}calibration": model.calibration_sha256,
             f"{TAG}day": when.date().isoformat(),
             f"{TAG}source": record.source,
         }
@@ -430,9 +432,9 @@ class MlflowNotifier:
         batch_id = alert.batch_ids[-1]
         when = parse_utc(alert.created_at)
         tags = {
-            f"{TAG}model_name": alert.model_name,
-            f"{TAG}model_version": alert.model_version,
-            f"{TAG}calibration_sha256": alert.calibration_sha256,
+            f"{TAG}model": alert.model_name,
+            f"{TAG}version": alert.model_version,
+            f"{TAG}calibration": alert.calibration_sha256,
             f"{TAG}day": when.date().isoformat(),
         }
         with self._lock:
@@ -457,7 +459,7 @@ class MlflowNotifier:
                 metrics,
                 {
                     f"{TAG}alert.{alert.rule}": alert.alert_id,
-                    f"{TAG}alert_rules": ",".join(sorted(rules | {alert.rule})),
+                    f"{TAG}alerts": ",".join(sorted(rules | {alert.rule})),
                     "mlflow.note.content": with_alert_line(
                         run_tags.get("mlflow.note.content"), summary, alert.message
                     ),

@@ -51,7 +51,7 @@ def _runs(notifier: MlflowNotifier, kind: str | None = None) -> list:
     client = MlflowClient(notifier.tracking_uri)
     exp = client.get_experiment_by_name(notifier.experiment_name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if kind is None or r.data.tags.get("odin_monitor.kind") == kind]
+    return [r for r in runs if kind is None or r.data.tags.get("odin.kind") == kind]
 
 
 def _expected_figures(frame, model) -> dict[str, float]:
@@ -92,8 +92,8 @@ def test_one_finished_run_per_batch_under_a_finished_run_per_day(tmp_path, notif
 
     runs = _runs(notifier)
     assert {r.info.status for r in runs} == {"FINISHED"}  # nothing shown as running
-    batch_runs = {r.data.tags["odin_monitor.batch_id"]: r for r in _runs(notifier, "batch")}
-    day_runs = {r.data.tags["odin_monitor.day"]: r for r in _runs(notifier, "day")}
+    batch_runs = {r.data.tags["odin.batch"]: r for r in _runs(notifier, "batch")}
+    day_runs = {r.data.tags["odin.day"]: r for r in _runs(notifier, "day")}
     assert sorted(batch_runs) == sorted(b for b, _, _ in BATCHES)
     assert sorted(day_runs) == ["2026-12-01", "2026-12-02"]
     assert len(runs) == 5
@@ -104,10 +104,11 @@ def test_one_finished_run_per_batch_under_a_finished_run_per_day(tmp_path, notif
         assert run.data.tags["mlflow.parentRunId"] == day_runs[day].info.run_id
         assert run.info.run_name == f"{model.name} v{model.version} batch {bid}"
         assert run.info.start_time == int(parse_utc(created).timestamp() * 1000)
+        assert run.info.end_time == run.info.start_time  # a batch is an instant
         tags = run.data.tags
-        assert tags["odin_monitor.model_name"] == model.name
-        assert tags["odin_monitor.model_version"] == model.version
-        assert tags["odin_monitor.calibration_sha256"] == model.calibration_sha256
+        assert tags["odin.model"] == model.name
+        assert tags["odin.version"] == model.version
+        assert tags["odin.calibration"] == model.calibration_sha256
         expected = _expected_figures(frames[bid], model)
         alerts = results[bid].alerts
         expected["alert"] = 1.0 if alerts else 0.0
@@ -115,11 +116,11 @@ def test_one_finished_run_per_batch_under_a_finished_run_per_day(tmp_path, notif
             expected[f"{a.rule}_statistic"] = a.statistic
         assert run.data.metrics == pytest.approx(expected, rel=1e-9)
         rules = sorted(a.rule for a in alerts)
-        assert tags.get("odin_monitor.alert_rules", "") == ",".join(rules)
+        assert tags.get("odin.alerts", "") == ",".join(rules)
         note = tags["mlflow.note.content"]
         assert f"{expected['n_ood']:.0f} of {N} images OOD" in note
         for a in alerts:
-            assert tags[f"odin_monitor.alert.{a.rule}"] == a.alert_id
+            assert tags[f"odin.alert.{a.rule}"] == a.alert_id
             assert a.message in note
 
     for day, run in day_runs.items():
@@ -127,6 +128,8 @@ def test_one_finished_run_per_batch_under_a_finished_run_per_day(tmp_path, notif
         n = sum(len(frames[b]) for b in mine)
         x = sum(int((frames[b]["odin_score"] < model.threshold).sum()) for b in mine)
         assert run.info.run_name == f"{model.name} v{model.version} {day}"
+        times = [int(parse_utc(c).timestamp() * 1000) for b, _, c in BATCHES if b in mine]
+        assert (run.info.start_time, run.info.end_time) == (min(times), max(times))
         assert run.data.metrics == pytest.approx(
             {
                 "n_batches": float(len(mine)),
@@ -160,7 +163,7 @@ def test_retried_delivery_adds_no_run_and_no_metric_point(tmp_path, notifier, mo
     delivered, failed = deliver_pending(config.log, [flaky])
     assert (delivered, failed) == (len(pending), 0) and not config.log.pending_deliveries()
 
-    spike = [r for r in _runs(flaky, "batch") if r.data.tags["odin_monitor.batch_id"] == "b-spike"]
+    spike = [r for r in _runs(flaky, "batch") if r.data.tags["odin.batch"] == "b-spike"]
     assert len(spike) == 1 and len(_runs(flaky, "batch")) == 3 and len(_runs(flaky, "day")) == 2
     client = MlflowClient(flaky.tracking_uri)
     assert [m.value for m in client.get_metric_history(spike[0].info.run_id, "alert")] == [0, 1]
