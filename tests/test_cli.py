@@ -228,7 +228,12 @@ def test_log_register_score_report_monitor(calibrated, workdir, tmp_path):
     )
     first = json.loads(res.stdout)
     assert first["n_images"] == 120 and first["exit_code"] == res.exit_code
-    assert Path(first["html_report"]).is_file()
+    # A JSON snapshot for every batch; the standalone HTML page only for one that alerts.
+    stored = ScoreLog(monitor_dir / "scores.db").get_report(first["batch_id"])
+    assert Path(stored["json_path"]).is_file()
+    assert bool(first["alerts"]) == (first["html_report"] is not None) == (res.exit_code == 3)
+    if first["html_report"] is not None:
+        assert Path(first["html_report"]).is_file()
     res = invoke(
         ["--json", "score", str(batch), "--model-uri", uri, "--monitor-dir", str(monitor_dir)], env
     )

@@ -197,6 +197,7 @@ def load_detector(uri: str, *, device: str | None, name: str | None = None) -> L
         tpr_target=record.tpr_target,
         temperature=record.temperature,
         n_classes=record.n_classes,
+        epsilon=record.epsilon,
     )
     return LoadedModel(uri, detector, record, ref, reference)
 

@@ -37,7 +37,8 @@ MONITOR_DIR = click.option(
     default="odin-monitoring",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Score log, reports, Evidently workspace and quarantine live here.",
+    help="Score log, reports (JSON per batch, HTML per alerting batch), Evidently workspace "
+    "and quarantine live here.",
 )
 TRACKING = click.option(
     "--tracking-uri",
@@ -102,6 +103,12 @@ def report_command(
 ) -> None:
     """Write the Evidently report of one batch, or of a time range pooled; print its path.
 
+    The monitor keeps a JSON snapshot of every batch in MONITOR_DIR/reports and
+    MONITOR_DIR/workspace (browse with `evidently ui --workspace
+    MONITOR_DIR/workspace`), but writes the standalone HTML page (several MB) only
+    for batches that raise an alert. This command writes the HTML page (and JSON)
+    of any batch or range, to MONITOR_DIR/reports/MODEL/VERSION/.
+
     \b
     Example:
       odin-monitor report --since 2026-11-01T00:00 --until 2026-11-08T00:00
@@ -141,7 +148,7 @@ def report_command(
     snapshot = rep.build_report(
         current, log.read_reference(model), model, alpha=alpha, batch_id=label
     )
-    html, js = rep.save_report(snapshot, monitor_dir / "reports", model, label)
+    html, js = rep.save_report(snapshot, monitor_dir / "reports", model, label, html=True)
     emit(
         {"html": str(html), "json": str(js), "batches": chosen, "n_images": len(current)}, str(html)
     )

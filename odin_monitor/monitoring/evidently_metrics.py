@@ -1,4 +1,4 @@
-"""Custom Evidently 0.7 metrics: ``OdinOODRate`` and ``OdinOODRateByClass``.
+"""Custom Evidently 0.7 metrics: ``OdinOODRate``, ``OdinOODRateByClass``, ``OdinBinomialTest``.
 
 Evidently stores metrics by bare class name (``evidently:metric_v2:<ClassName>``),
 hence the distinctive ``Odin`` prefix.
@@ -13,6 +13,15 @@ results with a built-in bound test (``lte`` on the rate, the exact decision-rule
 equivalent of the binomial test), so snapshots load and the UI plots them even in
 a process that never imports this module. The classes themselves register
 their aliases on import (they are PolymorphicModel subclasses).
+
+Evidently's dashboards plot metric values only, never test results, so
+``OdinBinomialTest`` logs the test of each batch as values: the expected rate
+``1 - tpr_target`` and the rate from which the test fails (the dashboard's
+reference lines), the p-value, and ``SUCCESS``/``FAIL`` as 1/0.
+
+δ has two units, named wherever it is shown: the ODIN score ``S`` (a softmax
+probability, ``is_ood`` when ``S < δ``) and the spread score ``T·log(K·S)``,
+the same threshold on a readable scale (:func:`describe_delta`).
 
 Example:
     >>> from evidently import Report
@@ -39,7 +48,12 @@ from evidently.core.metric_types import (
 )
 from evidently.core.report import Context
 from evidently.legacy.model.widget import BaseWidgetInfo
-from evidently.legacy.renderers.html_widgets import WidgetSize, plotly_figure
+from evidently.legacy.renderers.html_widgets import (
+    CounterData,
+    WidgetSize,
+    counter,
+    plotly_figure,
+)
 from evidently.legacy.tests.base_test import TestStatus
 from evidently.tests import lte
 
@@ -47,16 +61,66 @@ from odin_monitor.monitoring.stats import binomial_pvalue, critical_count
 
 #: Distinctive marker placed in widget titles (searchable in the HTML report).
 WIDGET_MARKER = "ODIN OOD monitor"
+#: The two units of δ, as they are named in reports, metric names and the dashboard.
+ODIN_SCORE_UNIT = "ODIN score S"
+SPREAD_SCORE_UNIT = "spread score T·log(K·S)"
+#: Labels of :class:`OdinBinomialTest` values.
+TEST_LABELS = ("expected_rate", "critical_rate", "p_value", "SUCCESS", "FAIL")
+
+
+def describe_delta(threshold: float, threshold_spread: float | None) -> str:
+    """δ in both units, named: ``δ = 0.1009 (ODIN score S) = 9.08 (spread score T·log(K·S))``.
+
+    Args:
+        threshold: δ in ODIN score units (``is_ood`` when ``odin_score < threshold``).
+        threshold_spread: The same δ in spread-score units (None or NaN: unknown).
+
+    Example:
+        >>> describe_delta(0.100902, 9.0802)
+        'δ = 0.100902 (ODIN score S) = 9.0802 (spread score T·log(K·S))'
+        >>> describe_delta(0.5, None)
+        'δ = 0.5 (ODIN score S)'
+    """
+    text = f"δ = {threshold:.6g} ({ODIN_SCORE_UNIT})"
+    if threshold_spread is not None and np.isfinite(threshold_spread):
+        text += f" = {threshold_spread:.6g} ({SPREAD_SCORE_UNIT})"
+    return text
+
+
+def binomial_decision(
+    x: int, n: int, expected_rate: float, alpha: float
+) -> tuple[float, int, bool]:
+    """``(p-value, critical count, failed)`` of the one-sided binomial test of a batch.
+
+    ``failed`` is ``p <= alpha``, which holds exactly when ``x >= critical count``.
+
+    Example:
+        >>> p, c, failed = binomial_decision(12, 100, 0.05, 0.01)
+        >>> round(p, 4), c, failed
+        (0.0043, 12, True)
+    """
+    p = binomial_pvalue(x, n, expected_rate)
+    return p, critical_count(n, expected_rate, alpha), p <= alpha
 
 
 def score_histogram(
     title: str,
     current: np.ndarray,
     reference: np.ndarray | None,
-    threshold: float,
+    threshold: float | None,
     score_name: str,
+    delta_label: str | None = None,
 ) -> BaseWidgetInfo:
     """Plotly widget: reference vs current score histograms with δ marked.
+
+    Args:
+        title: Widget title (after :data:`WIDGET_MARKER`).
+        current: Scores of the batch.
+        reference: In-distribution scores (None: not drawn).
+        threshold: δ in the units of ``score_name`` (where the line is drawn; None:
+            unknown in these units, no line).
+        score_name: The plotted score column.
+        delta_label: How δ is named on the line (default ``δ = <threshold>``).
 
     Example:
         >>> w = score_histogram("t", np.array([1.0, 2.0]), None, 1.5, "spread_score")
@@ -88,12 +152,13 @@ def score_histogram(
                     marker_color=color,
                 )
             )
-    fig.add_vline(
-        x=float(threshold),
-        line_dash="dash",
-        line_color="red",
-        annotation_text=f"δ = {threshold:.6g} (OOD below)",
-    )
+    if threshold is not None:
+        fig.add_vline(
+            x=float(threshold),
+            line_dash="dash",
+            line_color="red",
+            annotation_text=f"{delta_label or f'δ = {threshold:.6g}'} (OOD below)",
+        )
     fig.update_layout(barmode="overlay", xaxis_title=score_name, yaxis_title="share of images")
     return plotly_figure(title=f"{WIDGET_MARKER}: {title}", figure=fig, size=WidgetSize.FULL)
 
@@ -107,7 +172,8 @@ class OdinOODRate(SingleValueMetric):
 
     Default test (with ``Report(..., include_tests=True)`` and no explicit
     ``tests``): one-sided binomial test ``H0: rate <= expected_rate`` at level
-    ``alpha``; FAIL when ``p <= alpha``.
+    ``alpha``; FAIL when ``p <= alpha``. The widget plots ``score_column`` with δ
+    drawn in its units and named in both (:func:`describe_delta`).
 
     Example:
         >>> OdinOODRate(expected_rate=0.05, alpha=0.01).alpha
@@ -121,9 +187,11 @@ class OdinOODRate(SingleValueMetric):
     alpha: float = 0.01
     """Significance level of the binomial test."""
     score_column: str = "spread_score"
-    """Score plotted in the widget."""
+    """Score plotted in the widget: ``spread_score`` or ``odin_score``."""
     threshold: float = 0.0
-    """δ in ``score_column`` units, drawn on the histogram."""
+    """δ in ODIN score units (``is_ood`` when ``odin_score < threshold``)."""
+    threshold_spread: float | None = None
+    """The same δ in spread-score units ``T·log(K·S)`` (needed to plot ``spread_score``)."""
 
 
 class OdinOODRateCalculation(SingleValueCalculation[OdinOODRate]):
@@ -145,11 +213,13 @@ class OdinOODRateCalculation(SingleValueCalculation[OdinOODRate]):
             ref_scores = _scores(reference_data, m.score_column)
         result.widget = [
             score_histogram(
-                f"OOD rate {x}/{n} = {x / n:.3f} (expected {m.expected_rate:.3f})",
+                f"OOD rate {x}/{n} = {x / n:.3f} (expected {m.expected_rate:.3f}), "
+                + describe_delta(m.threshold, m.threshold_spread),
                 _scores(current_data, m.score_column),
                 ref_scores,
-                m.threshold,
+                _threshold_in(m.score_column, m.threshold, m.threshold_spread),
                 m.score_column,
+                delta_label=describe_delta(m.threshold, m.threshold_spread),
             )
         ]
         if m.tests is None and context.configuration.include_tests:
@@ -158,9 +228,7 @@ class OdinOODRateCalculation(SingleValueCalculation[OdinOODRate]):
 
     def _binomial_test(self, x: int, n: int) -> MetricTestResult:
         m = self.metric
-        p = binomial_pvalue(x, n, m.expected_rate)
-        c = critical_count(n, m.expected_rate, m.alpha)
-        failed = p <= m.alpha
+        p, c, failed = binomial_decision(x, n, m.expected_rate, m.alpha)
         return MetricTestResult(
             id="odin_ood_rate_binomial",
             name="ODIN OOD rate: one-sided binomial test",
@@ -184,8 +252,24 @@ class OdinOODRateCalculation(SingleValueCalculation[OdinOODRate]):
         )
 
     def display_name(self) -> str:
-        """Title shown in reports."""
-        return f"ODIN OOD rate ({self.metric.column})"
+        """Title shown in reports: the flag and δ in both units."""
+        m = self.metric
+        return f"ODIN OOD rate ({m.column}: {describe_delta(m.threshold, m.threshold_spread)})"
+
+
+def _threshold_in(
+    score_column: str, threshold: float, threshold_spread: float | None
+) -> float | None:
+    """δ in the units of ``score_column``, where the histogram draws it (None: unknown)."""
+    if score_column == "odin_score":
+        return float(threshold)
+    if score_column == "spread_score":
+        if threshold_spread is None or not np.isfinite(threshold_spread):
+            return None
+        return float(threshold_spread)
+    raise ValueError(
+        f"Expected score_column 'spread_score' or 'odin_score', but got {score_column!r}."
+    )
 
 
 class OdinOODRateByClass(ByLabelMetric):
@@ -262,3 +346,62 @@ class OdinOODRateByClassCalculation(ByLabelCalculation[OdinOODRateByClass]):
     def display_name(self) -> str:
         """Title shown in reports."""
         return "ODIN OOD rate by predicted class"
+
+
+class OdinBinomialTest(ByLabelMetric):
+    """The binomial test of :class:`OdinOODRate` as values the dashboard can plot.
+
+    Labels (:data:`TEST_LABELS`): ``expected_rate`` (``1 - tpr_target``),
+    ``critical_rate`` (``c / n``: the test fails from this OOD rate on),
+    ``p_value``, and ``SUCCESS``/``FAIL`` (1 for the outcome, 0 for the other).
+    The decision is :func:`binomial_decision`, the one the report's test takes.
+
+    Example:
+        >>> OdinBinomialTest(expected_rate=0.05, alpha=0.01).column
+        'is_ood'
+    """
+
+    column: str = "is_ood"
+    """Boolean OOD flag column."""
+    expected_rate: float = 0.05
+    """OOD rate on in-distribution traffic, ``1 - tpr_target``."""
+    alpha: float = 0.01
+    """Significance level of the binomial test."""
+
+
+class OdinBinomialTestCalculation(ByLabelCalculation[OdinBinomialTest]):
+    """Computes :class:`OdinBinomialTest`."""
+
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> tuple[ByLabelValue, None]:
+        """Test values of the current batch (none for the reference) with a counter widget."""
+        m = self.metric
+        flags = current_data.column(m.column).data.to_numpy().astype(bool)
+        n, x = int(flags.size), int(flags.sum())
+        p, c, failed = binomial_decision(x, n, m.expected_rate, m.alpha)
+        values: dict[Any, float] = {
+            "expected_rate": float(m.expected_rate),
+            "critical_rate": c / n,
+            "p_value": float(p),
+            "SUCCESS": 0.0 if failed else 1.0,
+            "FAIL": 1.0 if failed else 0.0,
+        }
+        result = self.result(values)
+        result.widget = [
+            counter(
+                title=f"{WIDGET_MARKER}: binomial test of the OOD rate",
+                counters=[
+                    CounterData("outcome", "FAIL" if failed else "SUCCESS"),
+                    CounterData("OOD images", f"{x}/{n} = {x / n:.4f}"),
+                    CounterData("expected rate 1 - tpr_target", f"{m.expected_rate:.4f}"),
+                    CounterData("fails from", f"{c} images = {c / n:.4f}"),
+                    CounterData("p-value", f"{p:.3g} (alpha {m.alpha:g})"),
+                ],
+            )
+        ]
+        return result, None
+
+    def display_name(self) -> str:
+        """Title shown in reports."""
+        return "ODIN OOD rate: binomial test values"

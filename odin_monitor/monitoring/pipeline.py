@@ -10,6 +10,10 @@ Sending a batch id again is safe: the same content returns the stored result (it
 alerts raised again, a missing report rebuilt from the stored scores); different
 content under a known id raises :class:`~.scorelog.BatchIdConflictError`.
 
+Every batch gets a JSON snapshot and a workspace snapshot; the standalone HTML
+report (several MB) is written only for a batch that raises an alert (the alert
+links to it). A batch without alerts and without HTML is complete.
+
 Example:
     >>> # cfg = MonitorConfig(log=ScoreLog("mon/scores.db"), quarantine_dir="mon/quarantine",
     >>> #                     report_dir="mon/reports", workspace_dir="mon/workspace")
@@ -68,7 +72,8 @@ class MonitorConfig:
     Attributes:
         log: The score log (SQLite).
         quarantine_dir: Bad input files are moved here.
-        report_dir: HTML/JSON reports per batch (None: no report files).
+        report_dir: JSON report of every batch, HTML of every batch that raises an
+            alert (None: no report files).
         workspace_dir: Local Evidently workspace (None: no snapshots).
         rules: Alert rules (default: binomial spike at α=0.01 and CUSUM h=5).
         notifiers: Alert notifiers (default: log line).
@@ -140,20 +145,51 @@ def _report_model(model: ModelRef, record: BatchRecord) -> ModelRef:
     return model if same else record.model
 
 
-def _missing_report_parts(config: MonitorConfig, batch_id: str) -> tuple[bool, bool]:
-    """``(files missing, workspace snapshot missing)`` for a committed batch."""
+def _missing_report_parts(
+    config: MonitorConfig, batch_id: str, alerted: bool | None = None
+) -> tuple[bool, bool]:
+    """``(files missing, workspace snapshot missing)`` for a committed batch.
+
+    The JSON is always expected; the HTML when the batch ``alerted`` (when not
+    known: when the report row names one, i.e. it was written for an alert).
+    """
     if config.report_dir is None and config.workspace_dir is None:
         return False, False
     row = config.log.get_report(batch_id) or {}
-    files = config.report_dir is not None and not all(
-        row.get(k) and Path(row[k]).is_file() for k in ("html_path", "json_path")
+
+    def on_disk(key: str) -> bool:
+        return bool(row.get(key)) and Path(row[key]).is_file()
+
+    wants_html = bool(row.get("html_path")) if alerted is None else alerted
+    files = config.report_dir is not None and not (
+        on_disk("json_path") and (on_disk("html_path") or not wants_html)
     )
     snapshot = config.workspace_dir is not None and not row.get("snapshot_id")
     return files, snapshot
 
 
+def _forget_unwanted_html(config: MonitorConfig, batch_id: str) -> None:
+    """Drop a report row's HTML path whose file is gone, for a batch without alerts.
+
+    (Earlier versions wrote an HTML page for every batch; deleting those pages to
+    free disk space must not make the batch look incomplete.)
+    """
+    row = config.log.get_report(batch_id)
+    if row and row.get("html_path") and not Path(row["html_path"]).is_file():
+        config.log.record_report(
+            batch_id,
+            html_path=None,
+            json_path=row.get("json_path"),
+            project_id=row.get("project_id"),
+            snapshot_id=row.get("snapshot_id"),
+        )
+
+
 def batch_is_complete(config: MonitorConfig, batch_id: str) -> bool:
     """Whether a batch is committed, its rules were checked and its report is on disk.
+
+    Its report is the JSON (and the workspace snapshot) of every batch, plus the
+    HTML page of a batch that raised an alert.
 
     A monitor can skip such a batch; any other known batch should go through
     :func:`revisit_batch` (after a crash between the commit and the report, say).
@@ -173,10 +209,16 @@ def _write_report(
     record: BatchRecord,
     frame: pd.DataFrame,
     *,
+    html: bool,
     files: bool = True,
     snapshot: bool = True,
+    describe: bool = True,
 ) -> dict[str, str | None]:
-    """Build the batch's report; save the files and/or add it to the workspace; record it."""
+    """Build the batch's report; save the files and/or add it to the workspace; record it.
+
+    ``html``: also write the standalone HTML page (batches that raise an alert).
+    ``describe``: ``model`` is the detector's own (update the project description).
+    """
     from odin_monitor.monitoring.reports import (  # Evidently: lazily
         add_to_workspace,
         build_report,
@@ -197,11 +239,11 @@ def _write_report(
         timestamp=datetime.fromisoformat(record.created_at),
     )
     if files and config.report_dir is not None:
-        h, j = save_report(report, config.report_dir, model, record.batch_id)
-        out["html_path"], out["json_path"] = str(h), str(j)
+        h, j = save_report(report, config.report_dir, model, record.batch_id, html=html)
+        out["html_path"], out["json_path"] = (None if h is None else str(h)), str(j)
     if snapshot and config.workspace_dir is not None:
         out["project_id"], out["snapshot_id"] = add_to_workspace(
-            report, config.workspace_dir, model
+            report, config.workspace_dir, model, describe=describe
         )
     log.record_report(
         record.batch_id,
@@ -224,7 +266,8 @@ def revisit_batch(model: ModelRef, config: MonitorConfig, batch_id: str) -> Batc
 
     Nothing is scored again. The batch's alerts are evaluated again on the history up
     to it and stored if missing (alert ids are deterministic, the outbox ignores
-    repeats), a missing report is rebuilt from the stored scores and reference (a
+    repeats), a missing report (the JSON, the workspace snapshot, and the HTML page
+    when the batch raises alerts) is rebuilt from the stored scores and reference (a
     crash or full disk after the commit), and the outbox is drained.
 
     Args:
@@ -252,16 +295,21 @@ def revisit_batch(model: ModelRef, config: MonitorConfig, batch_id: str) -> Batc
         log.enqueue_alerts(_resolution_rows(config, history), _resolving_notifiers(config))
     errors: list[str] = []
     rebuilt = False
-    files, snapshot = _missing_report_parts(config, batch_id)
+    if not alerts:
+        _forget_unwanted_html(config, batch_id)
+    files, snapshot = _missing_report_parts(config, batch_id, alerted=bool(alerts))
     if files or snapshot:
+        report_model = _report_model(model, record)
         try:
             _write_report(
                 config,
-                _report_model(model, record),
+                report_model,
                 record,
                 log.read_scores(batch_id),
+                html=bool(alerts),
                 files=files,
                 snapshot=snapshot,
+                describe=report_model is model,
             )
             rebuilt = True
             logger.info("rebuilt the missing report of batch %s", batch_id)
@@ -376,7 +424,7 @@ def process_batch(
     paths: dict[str, str | None] = {}
     if config.report_dir is not None or config.workspace_dir is not None:
         try:
-            paths = _write_report(config, model, record, frame)
+            paths = _write_report(config, model, record, frame, html=bool(alerts))
         except Exception as exc:  # the committed batch must survive a report failure
             logger.exception("report for batch %s failed", bid)
             errors.append(f"report: {type(exc).__name__}: {exc}")

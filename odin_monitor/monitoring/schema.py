@@ -20,7 +20,12 @@ import numpy as np
 import pandas as pd
 
 from odin_monitor.columns import SCORE_COLUMNS, spread_transform
-from odin_monitor.hyper import check_temperature, check_threshold, check_tpr_target
+from odin_monitor.hyper import (
+    check_epsilon,
+    check_temperature,
+    check_threshold,
+    check_tpr_target,
+)
 from odin_monitor.monitoring.errors import ConfigError, InvalidBatchError
 
 #: ``predicted_class`` used for ingested rows that carry no class.
@@ -42,8 +47,10 @@ class ModelRef:
         threshold: δ in ``odin_score`` units (``is_ood`` when ``odin_score < threshold``).
         threshold_spread: The same δ in ``spread_score`` units.
         tpr_target: In-distribution true-positive rate targeted at calibration.
-        temperature: Optional T, only used to derive ``spread_score`` for ingested logs.
+        temperature: Optional T, used to derive ``spread_score`` for ingested logs (and shown
+            in reports).
         n_classes: Optional K, only used to derive ``spread_score`` for ingested logs.
+        epsilon: Optional ε of the input perturbation, only shown in reports.
 
     Raises:
         ConfigError: An empty name or version.
@@ -63,6 +70,7 @@ class ModelRef:
     tpr_target: float
     temperature: float | None = None
     n_classes: int | None = None
+    epsilon: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -80,6 +88,8 @@ class ModelRef:
         }
         if self.temperature is not None:
             checked["temperature"] = check_temperature(self.temperature)
+        if self.epsilon is not None:
+            checked["epsilon"] = check_epsilon(self.epsilon)
         for field, value in checked.items():
             object.__setattr__(self, field, value)
 

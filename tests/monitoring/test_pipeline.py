@@ -12,7 +12,8 @@ import pytest
 from evidently.core.report import Snapshot
 
 from odin_monitor.monitoring import BinomialSpikeRule, MonitorConfig, process_batch
-from odin_monitor.monitoring.reports import PANEL_TITLE
+from odin_monitor.monitoring.pipeline import batch_is_complete
+from odin_monitor.monitoring.reports import PANEL_TITLE, dashboard_panels, describe_project
 from odin_monitor.monitoring.result import EXIT_ALERT, EXIT_DEGRADED, EXIT_OK, EXIT_QUARANTINED
 from tests.monitoring.helpers import fake_scorer_for, make_scores
 
@@ -180,8 +181,97 @@ def test_workspace_has_one_project_per_model_with_panel(config, model, reference
     (project,) = ws.list_projects()
     assert project.name == model.name
     assert len(ws.list_runs(project.id)) == 2
-    panels = project.dashboard.model().panels
-    assert [p.title for p in panels] == [PANEL_TITLE]
+    panels = project.dashboard.model().panels  # the second batch added none again
+    assert [p.title for p in panels] == [p.title for p in dashboard_panels("")]
+    assert panels[1].title == PANEL_TITLE
+    assert project.description == describe_project(model)
+    assert panels[0].subtitle == project.description
+
+
+def test_an_older_workspace_gains_the_new_panels_once(config, model, reference):
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(config.workspace_dir))  # what earlier versions created
+    old = ws.create_project(model.name, description=f"ODIN OOD monitoring of {model.name}")
+    old.dashboard.add_panel(
+        line_plot_panel(
+            title=PANEL_TITLE, values=[PanelMetric(legend="OOD rate", metric="OdinOODRate")]
+        ),
+        tab="ODIN",
+    )
+    for i in range(2):
+        process_batch(
+            model,
+            config,
+            scores=make_scores(50, 0.05, model, seed=i),
+            reference=reference,
+            batch_id=f"b{i}",
+        )
+    ws = Workspace(str(config.workspace_dir))
+    (project,) = ws.list_projects()
+    assert project.id == old.id and len(ws.list_runs(project.id)) == 2
+    dashboard = ws.get_dashboard(project.id)
+    wanted = [p.title for p in dashboard_panels("")]
+    assert [p.title for p in dashboard.panels] == wanted
+    (tab,) = dashboard.tabs
+    assert [p.title for p in dashboard.panels if p.id in tab.panels] == wanted
+    assert len(tab.panels) == len(wanted)
+    assert project.description == describe_project(model)
+
+
+def test_html_only_for_the_batch_that_alerts_json_and_snapshot_for_every_batch(
+    config, model, reference
+):
+    from evidently.ui.workspace import Workspace
+
+    rates = [0.05, 0.04, 0.30, 0.05, 0.06]
+    results = [
+        process_batch(
+            model,
+            config,
+            scores=make_scores(200, r, model, seed=i),
+            reference=reference if i == 0 else None,
+            batch_id=f"b{i}",
+        )
+        for i, r in enumerate(rates)
+    ]
+    alerting = [r.batch_id for r in results if r.alerts]
+    assert alerting == ["b2"]  # 30% of 200 vs 5%; CUSUM too, on the same batch
+    files = sorted(p.relative_to(config.report_dir) for p in Path(config.report_dir).rglob("*"))
+    folder = Path(model.name) / model.version
+    assert [f for f in files if f.suffix == ".html"] == [folder / "b2.html"]
+    assert [f for f in files if f.suffix == ".json"] == [folder / f"b{i}.json" for i in range(5)]
+    ws = Workspace(str(config.workspace_dir))
+    (project,) = ws.list_projects()
+    assert len(ws.list_runs(project.id)) == len(rates)
+    spike = results[2]
+    assert spike.html_path == str(Path(config.report_dir) / folder / "b2.html")
+    assert {a.report_path for a in spike.alerts} == {spike.html_path}
+    assert [r.html_path for r in results if r is not spike] == [None] * 4
+    # a batch without alerts and without HTML is complete: nothing is rebuilt on revisit
+    assert all(batch_is_complete(config, f"b{i}") for i in range(5))
+    again = process_batch(
+        model, config, scores=make_scores(200, 0.05, model, seed=0), batch_id="b0"
+    )
+    assert again.duplicate and not again.report_rebuilt and again.html_path is None
+
+
+def test_a_deleted_html_page_of_a_quiet_batch_is_forgotten_not_rebuilt(config, model, reference):
+    """Earlier versions wrote HTML for every batch; deleting those pages frees the disk."""
+    scores = make_scores(100, 0.05, model, seed=4)
+    first = process_batch(model, config, scores=scores, reference=reference, batch_id="q")
+    row = config.log.get_report("q")
+    gone = Path(first.json_path).with_suffix(".html")  # as an earlier version recorded it
+    config.log.record_report("q", **{**{k: row[k] for k in _REPORT_KEYS}, "html_path": str(gone)})
+    assert not batch_is_complete(config, "q")
+    again = process_batch(model, config, scores=scores, batch_id="q")
+    assert not again.report_rebuilt and again.html_path is None and not gone.exists()
+    assert batch_is_complete(config, "q")
+
+
+_REPORT_KEYS = ("html_path", "json_path", "project_id", "snapshot_id")
 
 
 def test_bad_arguments_raise_clear_errors(config, model):
@@ -347,24 +437,29 @@ def _ood_rate(snapshot) -> float:
     raise AssertionError("no OdinOODRate in the report")
 
 
-def test_missing_report_is_rebuilt_from_the_score_log(config, model, reference):
+@pytest.mark.parametrize(("rate", "lost"), [(0.05, "json"), (0.3, "html"), (0.3, "json")])
+def test_missing_report_is_rebuilt_from_the_score_log(config, model, reference, rate, lost):
     from evidently.ui.workspace import Workspace
 
-    scores = make_scores(100, 0.05, model, seed=3)
+    scores = make_scores(100, rate, model, seed=3)
     first = process_batch(model, config, scores=scores, reference=reference, batch_id="r1")
-    html, js = Path(first.html_path), Path(first.json_path)
+    js = Path(first.json_path)
+    html = js.with_suffix(".html")
+    assert html.is_file() == bool(first.alerts) == (rate > 0.1)  # HTML only for an alert
     original = _ood_rate(Snapshot.load(str(js)))
-    html.unlink()
-    js.unlink()  # e.g. a crash or a full disk right after the commit
+    (html if lost == "html" else js).unlink()  # e.g. a crash or a full disk after the commit
+    assert not batch_is_complete(config, "r1")
     again = process_batch(model, config, scores=scores, batch_id="r1")
     assert again.duplicate and again.report_rebuilt and not again.errors
-    assert html.is_file() and js.is_file() and again.html_path == str(html)
+    assert js.is_file() and html.is_file() == bool(first.alerts)
+    assert again.html_path == (str(html) if first.alerts else None)
     rebuilt = _ood_rate(Snapshot.load(str(js)))
-    assert rebuilt == original == pytest.approx(scores["is_ood"].mean())  # 5/100
+    assert rebuilt == original == pytest.approx(scores["is_ood"].mean())
     ws = Workspace(str(config.workspace_dir))
     (project,) = ws.list_projects()
     assert len(ws.list_runs(project.id)) == 1  # the workspace snapshot was not added twice
     assert not process_batch(model, config, scores=scores, batch_id="r1").report_rebuilt
+    assert batch_is_complete(config, "r1")
 
 
 def test_invalid_in_memory_batch_quarantines_its_source_file(config, model, reference, tmp_path):

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from evidently import Report
 from scipy import stats
@@ -17,11 +20,16 @@ from odin_monitor.monitoring.evidently_metrics import (
     OdinOODRateByClass,
 )
 from odin_monitor.monitoring.reports import (
+    PANEL_TITLE,
     build_report,
+    dashboard_panels,
+    describe_project,
     drift_method_for,
     report_paths,
     save_report,
+    upgraded_dashboard,
 )
+from tests.monitoring import helpers
 from tests.monitoring.helpers import make_scores
 
 
@@ -185,3 +193,112 @@ def test_unwritable_report_folder_is_a_report_write_error(batch, tmp_path):
     (tmp_path / "reports").write_text("a file where the folder should be")
     with pytest.raises(ReportWriteError, match=r"create the report folder.*reports"):
         save_report(snap, tmp_path / "reports", model, "b3")
+
+
+# --- Evidently views (issue 14): the test as values, the batch size, δ named in both units.
+
+
+def _critical_count(n: int, p0: float, alpha: float) -> int:
+    """Smallest c with P(X >= c) <= alpha, X ~ Bin(n, p0), by scanning scipy's survival."""
+    return next(c for c in range(n + 2) if stats.binom.sf(c - 1, n, p0) <= alpha)
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.12, 5), (0.05, 8)])
+def test_binomial_test_values_match_scipy_and_the_report_test(batch, rate, seed):
+    model, _, ref = batch
+    cur = make_scores(300, rate, model, seed=seed)
+    snap = build_report(cur, ref, model, alpha=0.01)
+    values = {k: v.value for k, v in _metric(snap, ":OdinBinomialTest").values.items()}
+    x, n = int(cur["is_ood"].sum()), len(cur)
+    p = stats.binomtest(x, n, 0.05, alternative="greater").pvalue
+    failed = p <= 0.01
+    assert values["expected_rate"] == pytest.approx(1 - model.tpr_target)
+    assert values["critical_rate"] == pytest.approx(_critical_count(n, 0.05, 0.01) / n)
+    assert values["p_value"] == pytest.approx(p)
+    assert (values["FAIL"], values["SUCCESS"]) == ((1.0, 0.0) if failed else (0.0, 1.0))
+    (test,) = _metric(snap, ":OdinOODRate").tests
+    assert test.status.value == ("FAIL" if values["FAIL"] else "SUCCESS")
+    assert _metric(snap, ":RowCount").value == n
+    assert _metric(snap, ":RowCount").tests == []  # no "same size as the reference" test
+
+
+def test_delta_is_named_in_both_units_in_widgets_and_metric_names(batch, tmp_path):
+    model, cur, ref = batch
+    spread = helpers.T * np.log(helpers.K * model.threshold)  # independent of the model's field
+    snap = build_report(cur, ref, model, batch_id="b1")
+    html, _ = save_report(snap, tmp_path, model, "b1")
+    text = html.read_text(encoding="utf-8")
+    named = f"δ = {model.threshold:.6g} (ODIN score S) = {spread:.6g} (spread score T·log(K·S))"
+    assert text.count(json.dumps(named)[1:-1]) >= 2  # histogram title and its δ line (JSON)
+    names = [
+        r.display_name for r in snap.metric_results.values() if r.display_name.startswith("ODIN")
+    ]
+    assert any(named in n for n in names)
+    assert snap.report.metadata["delta"] == named
+
+
+def test_html_only_when_asked_json_always(batch, tmp_path):
+    model, cur, ref = batch
+    snap = build_report(cur, ref, model, batch_id="quiet")
+    html, js = save_report(snap, tmp_path, model, "quiet", html=False)
+    assert html is None and js.is_file()
+    assert sorted(p.name for p in js.parent.iterdir()) == ["quiet.json"]
+    assert js.stat().st_size < 1_000_000  # the HTML page is several MB, the JSON is not
+
+
+def _numbers_after(text: str, label: str) -> float:
+    match = re.search(re.escape(label) + r"\s*=\s*([-+0-9.eE]+)", text)
+    assert match, (label, text)
+    return float(match.group(1))
+
+
+def test_project_description_names_version_t_epsilon_and_both_deltas():
+    m = replace(helpers.make_model(), epsilon=0.0014)
+    text = describe_project(m)
+    assert f"{m.name}, latest batch by version {m.version}:" in text
+    assert _numbers_after(text, "T") == pytest.approx(helpers.T)
+    assert _numbers_after(text, "ε") == pytest.approx(0.0014)
+    delta = re.search(r"δ = ([0-9.eE+-]+) \(ODIN score S\) = ([0-9.eE+-]+) \(spread score", text)
+    assert delta, text
+    assert float(delta.group(1)) == pytest.approx(m.threshold, rel=1e-5)
+    spread = helpers.T * np.log(helpers.K * float(delta.group(1)))
+    assert float(delta.group(2)) == pytest.approx(spread, rel=1e-4)
+    assert _numbers_after(text, "1 − tpr_target") == pytest.approx(1 - 0.95)
+    unknown = describe_project(replace(m, temperature=None, epsilon=None))
+    assert "T = unknown, ε = unknown" in unknown
+
+
+def test_dashboard_upgrade_keeps_other_panels_and_is_idempotent():
+    from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel
+
+    legacy = line_plot_panel(  # what earlier versions added: the OOD rate alone
+        title=PANEL_TITLE, values=[PanelMetric(legend="OOD rate", metric="OdinOODRate")]
+    )
+    mine = counter_panel(title="a user's panel", values=[PanelMetric(metric="RowCount")])
+    old = DashboardModel(
+        tabs=[
+            DashboardTabModel(title="ODIN", panels=[legacy.id]),
+            DashboardTabModel(title="Mine", panels=[mine.id]),
+        ],
+        panels=[legacy, mine],
+    )
+    wanted = dashboard_panels("model m v1")
+    new = upgraded_dashboard(old, wanted)
+    assert new is not None
+    by_id = {p.id: p for p in new.panels}
+    tabs = {t.title: [by_id[i].title for i in t.panels] for t in new.tabs}
+    assert tabs == {"ODIN": [p.title for p in wanted], "Mine": ["a user's panel"]}
+    assert len(new.panels) == len(wanted) + 1  # the legacy panel replaced, not kept beside
+    line = next(p for p in new.panels if p.title == PANEL_TITLE)
+    assert [(v.metric, v.metric_labels) for v in line.values] == [
+        ("evidently:metric_v2:OdinOODRate", {}),
+        ("evidently:metric_v2:OdinBinomialTest", {"label": "expected_rate"}),
+        ("evidently:metric_v2:OdinBinomialTest", {"label": "critical_rate"}),
+    ]
+    assert upgraded_dashboard(new, dashboard_panels("model m v1")) is None
+    # a new description (another model version) replaces the text panel only
+    newer = upgraded_dashboard(new, dashboard_panels("model m v2"))
+    assert newer is not None
+    assert [p.subtitle for p in newer.panels if p.title == "Monitored model"] == ["model m v2"]
+    assert len(newer.panels) == len(new.panels)
