@@ -425,7 +425,9 @@ class MlflowNotifier:
         """Add a firing alert to its newest batch's run (idempotent per alert id).
 
         A resolution (``status="resolved"``) is not written: the batch after it has
-        ``alert`` = 0 anyway.
+        ``alert`` = 0 anyway. If the batch's own write failed (no run yet), the run is
+        created from the alert, at the alert's time and under its day (the alert does
+        not carry the batch's timestamp); a spike alert also brings the batch's figures.
         """
         if alert.status != "firing":
             return
