@@ -60,11 +60,13 @@ from mlflow_plugin.model_folder import (
 from mlflow_plugin.pyfunc import (
     InputKind,
     OdinPyfuncModel,
+    compile_setting_from,
     model_signature,
     resolve_device,
 )
 from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
+from odin_monitor.compiled import CompileSetting
 from odin_monitor.detector import OdinDetector
 from odin_monitor.errors import ModelLoadError, NotFittedError
 from odin_monitor.inference_log import writer_from_config
@@ -293,6 +295,7 @@ def save_model(
         python_env=compat.PYTHON_ENV_FILE_NAME,
         # MLflow only lets a load override the keys saved here (None: the defaults).
         model_config={
+            "compile": None,
             "device": None,
             "inference_log": None,
             "model_name": None,
@@ -426,6 +429,7 @@ def _load_detector(
     device: torch.device,
     batch_size: int | None = None,
     record: CalibrationRecord | None = None,
+    compile: CompileSetting = False,
 ) -> OdinDetector:
     record = record or read_record(model_path, conf)
     model = load_classifier(model_path, conf, device)
@@ -435,6 +439,7 @@ def _load_detector(
         batch_size=int(batch_size or conf.get("batch_size", 256)),
         device=device,
         reference=read_reference(model_path, conf),
+        compile=compile,
     )
 
 
@@ -444,6 +449,7 @@ def load_model(
     *,
     device: torch.device | str | None = None,
     batch_size: int | None = None,
+    compile: CompileSetting = False,
 ) -> OdinDetector:
     """Load a logged detector as a fitted :class:`~odin_monitor.OdinDetector`.
 
@@ -453,6 +459,9 @@ def load_model(
         dst_path: Where to download the model (default: a temporary folder).
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         batch_size: Images per chunk; default the saved value.
+        compile: Score on a compiled copy of the classifier (``True``, ``False``,
+            ``"auto"``; :mod:`odin_monitor.compiled`); call ``warm_up()`` to compile
+            before the first batch.
 
     Returns:
         The detector, with ``threshold_``, ``input_shape_``, ``n_classes_`` and
@@ -468,7 +477,9 @@ def load_model(
     """
     local = compat.download_model(model_uri, dst_path)
     conf = compat.flavor_configuration(local, FLAVOR_NAME)
-    return _load_detector(local, conf, device=resolve_device(device), batch_size=batch_size)
+    return _load_detector(
+        local, conf, device=resolve_device(device), batch_size=batch_size, compile=compile
+    )
 
 
 def load_record(model_uri: str) -> CalibrationRecord:
@@ -507,12 +518,22 @@ def load_reference(model_uri: str) -> pd.DataFrame:
 
 
 def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> OdinPyfuncModel:
-    """Called by ``mlflow.pyfunc.load_model``; ``model_config={"device": ...}`` picks the device."""
+    """Called by ``mlflow.pyfunc.load_model``.
+
+    ``model_config={"device": ...}`` picks the device; ``model_config={"compile": ...}``
+    or the environment variable ``ODIN_COMPILE`` (``true``, ``false``, ``auto``; for
+    ``mlflow models serve`` workers) scores on a compiled copy, compiled here at load
+    (warm-up) rather than on the first request.
+    """
     conf = compat.flavor_configuration(path, FLAVOR_NAME)
-    device = resolve_device((model_config or {}).get("device"))
+    config = dict(model_config or {})
+    device = resolve_device(config.get("device"))
+    compile_setting = compile_setting_from(config)
     record = read_record(path, conf)
-    det = _load_detector(path, conf, device=device, record=record)
+    det = _load_detector(path, conf, device=device, record=record, compile=compile_setting)
     check_signature_matches(path, float(det.threshold_))
+    if det.compiles:
+        det.warm_up()  # compile at load, not on the first request
     # ODIN_INFERENCE_LOG or model_config={"inference_log": folder}: every scored row logged.
     inference_log = writer_from_config(dict(model_config or {}), calibration_sha256=record.sha256())
     return OdinPyfuncModel(

@@ -58,9 +58,9 @@ CODE_DIR = "code"
 # ``__path__``, so a model's partial copy never hides the rest of an installed copy.
 SHIPPED_FILES: dict[str, tuple[str, ...]] = {
     "odin_monitor": (
-        "__init__.py", "_version.py", "py.typed", "calibration.py", "columns.py",
+        "__init__.py", "_version.py", "py.typed", "calibration.py", "columns.py", "compiled.py",
         "detector.py", "errors.py", "grid.py", "hyper.py", "inference_log.py", "metrics.py",
-        "modelref.py", "normalization.py", "preprocess.py", "record.py", "scoring.py",
+        "modelref.py", "normalization.py", "preprocess.py", "record.py", "scoring.py", "search.py",
         "synthetic.py", "validation.py",
         "models",
     ),

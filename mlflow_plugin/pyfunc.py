@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -32,14 +33,17 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from odin_monitor.columns import MLFLOW_TYPES, SCORE_COLUMNS
+from odin_monitor.compiled import CompileSetting, parse_compile_setting
 from odin_monitor.detector import OdinDetector
 from odin_monitor.errors import InputValidationError, OdinError
 from odin_monitor.inference_log import InferenceLogWriter
 from odin_monitor.preprocess import Preprocessing, preprocess_images
 
 __all__ = [
+    "COMPILE_ENV",
     "IMAGE_COLUMN",
     "OdinPyfuncModel",
+    "compile_setting_from",
     "image_column",
     "images_from_input",
     "model_signature",
@@ -118,6 +122,29 @@ def resolve_device(device: Any = None) -> torch.device:
             "Use 'cpu' or leave it unset (CUDA when available)."
         )
     return dev
+
+
+#: Environment variable that turns the compiled scorer on in serving workers.
+COMPILE_ENV = "ODIN_COMPILE"
+
+
+def compile_setting_from(model_config: Mapping[str, Any]) -> CompileSetting:
+    """The ``compile`` switch of a load: ``model_config["compile"]``, else ``$ODIN_COMPILE``.
+
+    Raises:
+        MlflowException: A value other than true, false or auto.
+
+    Example:
+        >>> compile_setting_from({"compile": "auto"})
+        'auto'
+    """
+    value, source = model_config.get("compile"), "model_config['compile']"
+    if value is None:
+        value, source = os.environ.get(COMPILE_ENV), f"${COMPILE_ENV}"
+    try:
+        return parse_compile_setting(value, source)
+    except ValueError as err:
+        raise MlflowException.invalid_parameter_value(str(err)) from err
 
 
 def _stack_column(values: pd.Series) -> np.ndarray:

@@ -117,6 +117,20 @@ def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
         yield bar.update
 
 
+def compile_option(default: str, when: str) -> Callable[[Any], Any]:
+    """The ``--compile auto|true|false`` option (the compiled scorer of odin_monitor.compiled)."""
+    return click.option(
+        "--compile",
+        "compile_setting",
+        type=click.Choice(["auto", "true", "false"], case_sensitive=False),
+        default=default,
+        show_default=True,
+        help="Score on a compiled copy of the classifier (BatchNorm folded, torch.compile; "
+        "compiled once at start, tens of seconds on a CPU; auto: on for CPU with a C++ "
+        f"compiler and CUDA{when}). Falls back to eager with a warning where it cannot.",
+    )
+
+
 def parse_floats(text: str | None, name: str) -> tuple[float, ...] | None:
     """``"1,2.5,1000"`` → ``(1.0, 2.5, 1000.0)``; a click error names the option."""
     if text is None:

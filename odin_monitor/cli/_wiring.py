@@ -170,8 +170,14 @@ def resolve_name_version(uri: str, name: str | None) -> tuple[str, str]:
     return name or Path(uri).name, "local"
 
 
-def load_detector(uri: str, *, device: str | None, name: str | None = None) -> LoadedModel:
-    """Load a logged ``odin`` model by URI with its record and reference scores."""
+def load_detector(
+    uri: str, *, device: str | None, name: str | None = None, compile: str | bool = False
+) -> LoadedModel:
+    """Load a logged ``odin`` model by URI with its record and reference scores.
+
+    With ``compile`` on (``True``, ``"true"``, ``"auto"`` where it resolves on), the
+    compiled scorer is built here, once, before the first batch.
+    """
     import mlflow
 
     import mlflow_plugin
@@ -185,7 +191,14 @@ def load_detector(uri: str, *, device: str | None, name: str | None = None) -> L
     source = f"models:/{reg_name}/{version}" if uri.startswith("models:/") else uri
     # Download once, then read the detector, record and reference from the local copy.
     local = uri if Path(uri).is_dir() else mlflow.artifacts.download_artifacts(artifact_uri=source)
-    detector = mlflow_plugin.load_model(local, device=device)
+    from odin_monitor.compiled import parse_compile_setting
+
+    detector = mlflow_plugin.load_model(
+        local, device=device, compile=parse_compile_setting(compile, "--compile")
+    )
+    if detector.compiles:
+        info("compiling the scorer (once; tens of seconds on a CPU) ...")
+        detector.warm_up()
     record = mlflow_plugin.load_record(local)
     reference = mlflow_plugin.load_reference(local)
     ref = ModelRef(

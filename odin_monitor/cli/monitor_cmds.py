@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from odin_monitor.cli._common import EXIT_ERROR, emit, info
+from odin_monitor.cli._common import EXIT_ERROR, compile_option, emit, info
 from odin_monitor.cli._results import human, summarize
 from odin_monitor.cli._wiring import (
     finish_deliveries,
@@ -53,6 +53,7 @@ TRACKING = click.option(
 @TRACKING
 @click.option("--batch-id", help="Idempotency key (default: a hash of the batch's content).")
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@compile_option("false", "; pays off from several thousand images on a CPU")
 @click.option("--webhook", help="POST alerts as JSON to this URL.")
 @click.option("--alpha", default=0.01, show_default=True, type=float, help="α of the spike test.")
 def score_command(
@@ -62,6 +63,7 @@ def score_command(
     tracking_uri: str | None,
     batch_id: str | None,
     device: str | None,
+    compile_setting: str,
     webhook: str | None,
     alpha: float,
 ) -> None:
@@ -84,7 +86,7 @@ def score_command(
             param_hint="BATCH",
         )
     use_tracking_uri(tracking_uri)
-    loaded = load_detector(model_uri, device=device)
+    loaded = load_detector(model_uri, device=device, compile=compile_setting)
     config = monitor_config(monitor_dir, webhook=webhook, alpha=alpha)
     result = loaded.process(batch, config, batch_id)
     finish_deliveries(config)
@@ -208,6 +210,7 @@ def _duration(text: str | None) -> float | None:
 @MONITOR_DIR
 @TRACKING
 @click.option("--device", help="cpu, cuda, ... (default: cuda when available).")
+@compile_option("auto", "; off with --once, where each run would compile again")
 @click.option("--webhook", help="POST alerts as JSON to this URL.")
 @click.option(
     "--mlflow-metrics/--no-mlflow-metrics",
@@ -232,6 +235,7 @@ def monitor_command(
     monitor_dir: Path,
     tracking_uri: str | None,
     device: str | None,
+    compile_setting: str,
     webhook: str | None,
     mlflow_metrics: bool,
     alpha: float,
@@ -271,7 +275,9 @@ def monitor_command(
     if inference_log is None and (window is not None or seconds is not None):
         raise click.UsageError("--window and --every go with --inference-log")
     use_tracking_uri(tracking_uri)
-    loaded = load_detector(model_uri, device=device)
+    if once and compile_setting.lower() == "auto":
+        compile_setting = "false"  # a cron run would compile again each time
+    loaded = load_detector(model_uri, device=device, compile=compile_setting)
     config = monitor_config(
         monitor_dir,
         webhook=webhook,

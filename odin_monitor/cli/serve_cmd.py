@@ -6,7 +6,7 @@ import subprocess
 
 import click
 
-from odin_monitor.cli._common import info
+from odin_monitor.cli._common import compile_option, info
 from odin_monitor.cli._wiring import use_tracking_uri
 
 
@@ -30,6 +30,7 @@ from odin_monitor.cli._wiring import use_tracking_uri
     help="Longest error message (the reason first, the echoed input cut).",
 )
 @click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI).")
+@compile_option("auto", "; each worker compiles at start, before /ping answers")
 def serve_command(
     model_uri: str,
     host: str,
@@ -38,6 +39,7 @@ def serve_command(
     max_body_mb: float,
     max_error_chars: int,
     tracking_uri: str | None,
+    compile_setting: str,
 ) -> None:
     """Serve a logged detector over REST, as `mlflow models serve` does, but guarded.
 
@@ -59,6 +61,7 @@ def serve_command(
         max_error_chars=max_error_chars,
         tracking_uri=uri,
     )
+    env["ODIN_COMPILE"] = compile_setting.lower()  # read by each worker's model load
     cmd = guarded_serve_command(port, workers=workers, host=host)
     info(f"serving {model_uri} on http://{host}:{port} (body cap {max_body_mb:g} MiB)")
     proc = subprocess.Popen(cmd, env=env)

@@ -29,6 +29,7 @@ __all__ = [
     "FORWARD",
     "FORWARD_CL",
     "OURS",
+    "OURS_COMPILED",
     "PEER",
     "PER_IMAGE",
     "PRECISIONS",
@@ -42,6 +43,7 @@ __all__ = [
 FORWARD = "forward (inference_mode)"
 OURS = "odin (ours)"
 FORWARD_CL = "forward (channels_last input)"
+OURS_COMPILED = "odin (ours, compiled)"
 PEER = "pytorch-ood ODIN"
 PER_IMAGE = "per-image loop (paper's code)"
 TEMPERATURE, EPSILON = 1000.0, 0.0014
@@ -97,6 +99,25 @@ def _ours(
     return run
 
 
+def _ours_compiled(
+    model: nn.Module, norm: Normalization, bs: int, dev: torch.device, amp: bool
+) -> Callable[[torch.Tensor], object]:
+    def run(x: torch.Tensor) -> object:
+        return odin_scores(
+            model,
+            x,
+            temperature=TEMPERATURE,
+            epsilon=EPSILON,
+            normalization=norm,
+            batch_size=bs,
+            mixed_precision=amp,
+            device=dev,
+            compile=True,
+        ).odin_score
+
+    return run
+
+
 def _forward_cl(
     model: nn.Module, norm: Normalization, bs: int, dev: torch.device, amp: bool
 ) -> Callable[[torch.Tensor], object]:
@@ -130,6 +151,7 @@ def _per_image(
 FACTORIES = {
     FORWARD: _forward,
     OURS: _ours,
+    OURS_COMPILED: _ours_compiled,
     FORWARD_CL: _forward_cl,
     PEER: _peer,
     PER_IMAGE: _per_image,

@@ -1,0 +1,271 @@
+"""A compiled scoring copy of a classifier: BatchNorm folded, ``torch.compile``'d.
+
+An eager ODIN pass costs a forward, an input-gradient backward and a second forward,
+about 3× a plain forward. On a **copy** of the model (never the user's module) this
+module folds each eval-mode ``BatchNorm`` into the convolution or linear layer before it
+(``torch.fx``), freezes the copy's parameters, and compiles it with ``torch.compile``
+(inductor), with the batch dimension dynamic from the first call, so a smaller last chunk
+or another request size never triggers a recompilation.
+
+The switch is ``compile`` on :func:`odin_monitor.scoring.odin_scores`,
+:class:`odin_monitor.OdinDetector`, the pyfunc's ``model_config`` and the CLI:
+
+* ``False``: the exact eager path.
+* ``True``: the compiled copy; where compilation is not possible (no C++ compiler for
+  inductor on CPU, MPS, a model dynamo cannot trace) it falls back to the eager path with
+  one :class:`CompileFallbackWarning` per model, never a failure.
+* ``"auto"``: resolved by :func:`resolve_compile`: on for CPU and CUDA, off elsewhere.
+  Long-running scorers (serving workers, ``monitor``) use it; one-off library calls
+  default to ``False`` because compiling costs tens of seconds before the first image.
+
+The copy is cached per model and device and rebuilt when the user's parameters or buffers
+change (an in-place update bumps a tensor's version counter), so scores always follow the
+model as it is now. Scores match the eager path within float32 rounding (1e-6 on the
+shared CIFAR-10 images; docs/RESULTS.md), not bit for bit: folding and fused kernels
+reorder floating-point sums.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import torch
+from torch import nn
+
+from odin_monitor.scoring import _set_eval
+
+__all__ = [
+    "DEVICES",
+    "CompileFallbackWarning",
+    "CompileSetting",
+    "ScoringCopy",
+    "compiler_available",
+    "fold_batchnorm",
+    "mark_failed",
+    "parse_compile_setting",
+    "resolve_compile",
+    "scoring_copy",
+    "warn_unsupported",
+]
+
+#: The ``compile`` switch: on, off, or on where it is known to work and pay off.
+CompileSetting = bool | Literal["auto"]
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    """Compilation was not possible; scoring continues on the exact eager path."""
+
+
+def compiler_available() -> bool:
+    """Whether inductor can build CPU kernels here (a C++ compiler on ``PATH``).
+
+    Example:
+        >>> isinstance(compiler_available(), bool)
+        True
+    """
+    return any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++"))
+
+
+def resolve_compile(setting: CompileSetting, device: torch.device) -> bool:
+    """Turn the ``compile`` switch into a decision for a device.
+
+    ``"auto"`` is on for CUDA, and for CPU where a C++ compiler exists, and off for
+    every other device (MPS, XLA, ...), where inductor support is not verified.
+
+    Raises:
+        ValueError: ``setting`` is not ``True``, ``False`` or ``"auto"``.
+
+    Example:
+        >>> resolve_compile(False, torch.device("cpu"))
+        False
+        >>> resolve_compile("auto", torch.device("mps"))
+        False
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"Expected `compile` to be True, False or 'auto', but got {setting!r}.")
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and compiler_available() and sys.platform != "win32"
+
+
+def parse_compile_setting(value: Any, source: str = "compile") -> CompileSetting:
+    """Read the switch from configuration text (an environment variable, JSON, a flag).
+
+    ``None`` and ``""`` mean off; ``true/1/on/yes`` on; ``false/0/off/no`` off; ``auto``.
+
+    Raises:
+        ValueError: Anything else, naming ``source`` and what came.
+
+    Example:
+        >>> parse_compile_setting("Auto"), parse_compile_setting("1"), parse_compile_setting(None)
+        ('auto', True, False)
+    """
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("", "0", "false", "off", "no"):
+        return False
+    if text == "auto":
+        return "auto"
+    raise ValueError(f"Expected {source} to be one of true, false or auto, but got {value!r}.")
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with each BatchNorm folded into its conv/linear.
+
+    Folding uses ``torch.fx`` symbolic tracing; a model that cannot be traced (dynamic
+    control flow, a ``torch.export`` graph module) comes back as a plain eval-mode deep
+    copy. The user's model is never modified.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+        >>> folded = fold_batchnorm(net)
+        >>> any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        False
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> bool(torch.allclose(folded(x), net(x), atol=1e-5))
+        True
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    clone = copy.deepcopy(model)
+    _set_eval(clone)
+    dtypes = {p.dtype for p in clone.parameters()} | {b.dtype for b in clone.buffers()}
+    try:
+        if dtypes <= {torch.float32, torch.int64}:
+            # Fold in float64, then round once: the folded weights are the float32
+            # nearest to the exact product, not a product of rounded factors.
+            folded: nn.Module = fuse(clone.double(), inplace=True).float()
+        else:
+            folded = fuse(clone, inplace=True)
+    except Exception:  # any tracing failure means: do not fold
+        folded = copy.deepcopy(model)
+        _set_eval(folded)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded
+
+
+def _fingerprint(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((id(t), t._version) for t in tensors)
+
+
+@dataclass
+class ScoringCopy:
+    """The compiled copy of one model on one device, and what it has cost.
+
+    Attributes:
+        module: What scoring runs: the folded copy under ``torch.compile``.
+        device: Where the copy lives.
+        compilations: Graphs compiled so far (a forward with input gradient and a
+            no-grad forward per mode; a recompilation shows as a higher count).
+        compile_seconds: Wall time spent compiling, summed.
+        failed: Set once compilation failed; scoring then uses the eager path.
+    """
+
+    module: nn.Module
+    device: torch.device
+    fingerprint: tuple[tuple[int, int], ...]
+    compilations: int = 0
+    compile_seconds: float = 0.0
+    failed: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[str, ScoringCopy]] = weakref.WeakKeyDictionary()
+_COPIES_GUARD = threading.Lock()
+
+
+def _counting_backend(entry: ScoringCopy) -> Callable[..., Any]:
+    import time
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        from torch._inductor.compile_fx import compile_fx
+
+        start = time.perf_counter()
+        entry.compilations += 1
+        try:
+            return compile_fx(gm, example_inputs)
+        finally:
+            entry.compile_seconds += time.perf_counter() - start
+
+    return backend
+
+
+def _build(model: nn.Module, device: torch.device) -> ScoringCopy:
+    folded = fold_batchnorm(model).to(device)
+    entry = ScoringCopy(module=folded, device=device, fingerprint=_fingerprint(model))
+    compiled = torch.compile(folded, backend=_counting_backend(entry), dynamic=False)
+    entry.module = cast(nn.Module, compiled)
+    return entry
+
+
+def scoring_copy(model: nn.Module, device: torch.device) -> ScoringCopy:
+    """The cached compiled copy of ``model`` on ``device``, rebuilt if the model changed.
+
+    Args:
+        model: The user's classifier (read, never modified).
+        device: Where scoring runs.
+
+    Returns:
+        The :class:`ScoringCopy`; check ``failed`` before using ``module``.
+    """
+    key = str(device)
+    with _COPIES_GUARD:
+        per_model = _COPIES.setdefault(model, {})
+        entry = per_model.get(key)
+        if entry is None or entry.fingerprint != _fingerprint(model):
+            entry = per_model[key] = _build(model, device)
+        return entry
+
+
+#: Devices where inductor's kernels are verified here (others score eagerly).
+DEVICES = ("cpu", "cuda")
+_WARNED: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
+
+
+def warn_unsupported(model: nn.Module, device: torch.device) -> None:
+    """Warn once per model and device that compiling is not offered there."""
+    with _COPIES_GUARD:
+        seen = _WARNED.setdefault(model, set())
+        if device.type in seen:
+            return
+        seen.add(device.type)
+    warnings.warn(
+        f"The compiled scorer runs on {' and '.join(DEVICES)}, not on {device.type}; "
+        "scoring on the exact eager path instead. Pass compile=False to skip the attempt.",
+        CompileFallbackWarning,
+        stacklevel=4,
+    )
+
+
+def mark_failed(entry: ScoringCopy, model: nn.Module, error: BaseException) -> None:
+    """Record a compilation failure and warn once for this model."""
+    if entry.failed is None:
+        root = error
+        # dynamo wraps the compiler's own error (``inner_exception`` or a cause).
+        while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
+            root = inner
+        entry.failed = f"{type(root).__name__}: {root}".strip().splitlines()[0][:300]
+        warnings.warn(
+            f"Could not compile {type(model).__name__} for ODIN scoring on {entry.device} "
+            f"({entry.failed}); scoring on the exact eager path instead. Pass compile=False "
+            "to skip the attempt.",
+            CompileFallbackWarning,
+            stacklevel=3,
+        )
