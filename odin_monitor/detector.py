@@ -32,6 +32,7 @@ from odin_monitor.record import (
 from odin_monitor.scoring import (
     ProgressCallback,
     model_device,
+    OdinScores,
     model_logits,
     odin_scores,
     scoring_mode,
@@ -201,12 +202,7 @@ class OdinDetector:
             device=self.device,
             progress=progress,
         )
-        return {
-            "odin_score": out.odin_score.numpy().astype(np.float64),
-            "spread_score": out.spread_score.numpy().astype(np.float64),
-            "msp": out.msp.numpy().astype(np.float64),
-            "predicted_class": out.predicted_class.numpy().astype(np.int64),
-        }
+        return _arrays(out)
 
     def fit(
         self,
@@ -215,6 +211,7 @@ class OdinDetector:
         *,
         source_name: str = "in_distribution",
         progress: ProgressCallback | None = None,
+        scores: OdinScores | None = None,
     ) -> OdinDetector:
         """Set ``threshold_`` (δ) from in-distribution validation images.
 
@@ -223,6 +220,9 @@ class OdinDetector:
             y: Ignored (scikit-learn compatibility).
             source_name: Name recorded for this set in the calibration record.
             progress: Called with the number of images finished after each chunk.
+            scores: The ODIN pass of ``x_id_val`` at this detector's ``(T, ε)`` when it
+                was already computed (calibration's grid pass,
+                :meth:`odin_monitor.scoring.GridPass.pair`); then no second pass runs.
 
         Returns:
             ``self``, with ``threshold_``, ``threshold_spread_``, ``n_classes_``,
@@ -236,20 +236,28 @@ class OdinDetector:
                 delattr(self, attr)
         x = self._images(x_id_val, "x_id_val")
         tpr = check_tpr_target(self.tpr_target)
-        scores = self._score(x, progress)
-        delta = threshold_at_tpr(scores["odin_score"], tpr)
+        if scores is None:
+            arrays = self._score(x, progress)
+        elif int(scores.odin_score.shape[0]) != int(x.shape[0]):
+            raise InputValidationError(
+                f"Expected precomputed scores for the {x.shape[0]} images of x_id_val, but got "
+                f"{scores.odin_score.shape[0]}."
+            )
+        else:
+            arrays = _arrays(scores)
+        delta = threshold_at_tpr(arrays["odin_score"], tpr)
         # δ in spread units is the spread score of the very image that sets δ.
-        idx = int(np.flatnonzero(scores["odin_score"] == delta)[0])
+        idx = int(np.flatnonzero(arrays["odin_score"] == delta)[0])
         self.n_classes_ = int(self._n_classes(x))
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
-        self.reference_ = BatchScores(**scores, is_ood=scores["odin_score"] < delta)
+        self.reference_ = BatchScores(**arrays, is_ood=arrays["odin_score"] < delta)
         self.id_source_ = ValidationSource(
             role="in_distribution",
             name=source_name,
             n_images=int(x.shape[0]),
             sha256=content_sha256(x),
         )
-        self.threshold_spread_ = float(scores["spread_score"][idx])
+        self.threshold_spread_ = float(arrays["spread_score"][idx])
         self.threshold_ = float(delta)
         return self
 
@@ -327,6 +335,7 @@ class OdinDetector:
         preprocessing: Preprocessing | Literal["auto"] | None = "auto",
         strategy: str | None = None,
         warnings: Sequence[str] = (),
+        search: str | None = None,
     ) -> CalibrationRecord:
         """The :class:`CalibrationRecord` of this fitted detector.
 
@@ -336,6 +345,7 @@ class OdinDetector:
             selection: How ``T`` and ``ε`` were chosen.
             strategy: The named rule that chose ``(T, ε)``, if any.
             warnings: What the calibration's checks found.
+            search: How the grid was searched, if any.
             preprocessing: How raw image files become this detector's input;
                 ``"auto"``: :meth:`Preprocessing.for_input_shape` for 1- or 3-channel
                 inputs (an exact bilinear resize), ``None``: tensors only.
@@ -364,6 +374,7 @@ class OdinDetector:
             preprocessing=preprocessing,
             strategy=strategy,
             warnings=tuple(warnings),
+            search=search,
         )
 
     @classmethod
@@ -416,6 +427,15 @@ class OdinDetector:
         det.threshold_ = _finite_threshold(record.threshold)
         det.threshold_spread_ = _finite_threshold(record.threshold_spread, "threshold_spread")
         return det
+
+
+def _arrays(out: OdinScores) -> dict[str, np.ndarray]:
+    return {
+        "odin_score": out.odin_score.numpy().astype(np.float64),
+        "spread_score": out.spread_score.numpy().astype(np.float64),
+        "msp": out.msp.numpy().astype(np.float64),
+        "predicted_class": out.predicted_class.numpy().astype(np.int64),
+    }
 
 
 def _finite_threshold(threshold: Any, name: str = "threshold") -> float:

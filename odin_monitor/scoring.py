@@ -31,6 +31,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,9 @@ from odin_monitor.hyper import check_epsilon, check_temperature
 from odin_monitor.normalization import Normalization, normalize
 
 __all__ = [
+    "GridPass",
     "OdinScores",
+    "grid_pass",
     "grid_scores",
     "input_gradient_sign",
     "log_max_softmax",
@@ -399,7 +402,8 @@ def grid_scores(
     Per chunk: **one** forward with the graph kept, **one** input-only backward per
     ``T`` (every ``ε`` reuses that gradient sign), one no-grad forward per ``(T, ε > 0)``;
     ``ε = 0`` for every ``T`` comes from the single unperturbed forward. The result
-    equals calling :func:`odin_scores` once per pair.
+    equals calling :func:`odin_scores` once per pair. :func:`grid_pass` is the same
+    pass with the MSP, the predicted class and a choice of pairs.
 
     Args:
         model: Any module mapping ``(N, C, H, W)`` to logits ``(N, K)``.
@@ -421,38 +425,175 @@ def grid_scores(
         ...             epsilons=[0.0, 0.002], normalization=None).shape
         torch.Size([2, 2, 6])
     """
+    return grid_pass(
+        model,
+        x,
+        temperatures=temperatures,
+        epsilons=epsilons,
+        normalization=normalization,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        device=device,
+        progress=progress,
+    ).scores
+
+
+@dataclass(frozen=True)
+class GridPass:
+    """What one shared-work pass over a ``T × ε`` grid yields (:func:`grid_pass`).
+
+    ``log S`` is kept beside ``S``: the spread score ``T · (log S + log K)`` is then
+    bit for bit what :func:`odin_scores` returns.
+
+    Attributes:
+        temperatures: The ``T`` values.
+        epsilons: The ``ε`` values.
+        scores: float64 ``(len(T), len(ε), N)`` ``S(x̃; T)``; NaN for pairs the pass
+            did not compute.
+        log_scores: ``log S(x̃; T)``, same shape (float32 on MPS), NaN likewise.
+        msp: ``(N,)`` unperturbed max softmax at ``T = 1``.
+        predicted_class: ``(N,)`` ``argmax f(x)`` of the unperturbed pass.
+        n_classes: ``K``.
+    """
+
+    temperatures: tuple[float, ...]
+    epsilons: tuple[float, ...]
+    scores: torch.Tensor
+    log_scores: torch.Tensor
+    msp: torch.Tensor
+    predicted_class: torch.Tensor
+    n_classes: int
+
+    @property
+    def computed(self) -> torch.Tensor:
+        """Boolean ``(len(T), len(ε))``: the pairs computed for every image."""
+        return ~self.scores.isnan().any(dim=2)
+
+    def pair(self, temperature: float, epsilon: float) -> OdinScores:
+        """:class:`OdinScores` of one computed pair, equal to an :func:`odin_scores` pass.
+
+        Raises:
+            InputValidationError: The pair is not on the grid or was not computed.
+        """
+        try:
+            i = self.temperatures.index(float(temperature))
+            j = self.epsilons.index(float(epsilon))
+        except ValueError:
+            raise InputValidationError(
+                f"Expected a pair of the grid (T in {self.temperatures}, ε in {self.epsilons}), "
+                f"but got T={temperature}, ε={epsilon}."
+            ) from None
+        log_s = self.log_scores[i, j]
+        if bool(log_s.isnan().any()):
+            raise InputValidationError(
+                f"Expected a pair this pass computed, but T={temperature}, ε={epsilon} was "
+                "left out (see `computed`)."
+            )
+        t = self.temperatures[i]
+        spread = t * (log_s + math.log(self.n_classes))
+        return OdinScores(self.scores[i, j], spread, self.msp, self.predicted_class)
+
+
+def _pair_mask(pairs: Any, shape: tuple[int, int]) -> torch.Tensor:
+    if pairs is None:
+        return torch.ones(shape, dtype=torch.bool)
+    mask = torch.as_tensor(pairs)
+    if mask.dtype != torch.bool or tuple(mask.shape) != shape:
+        raise InputValidationError(
+            f"Expected `pairs` to be a boolean mask of shape {shape} (len(T), len(ε)), but got "
+            f"{mask.dtype} of shape {tuple(mask.shape)}."
+        )
+    return mask.cpu()
+
+
+def grid_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    temperatures: Sequence[float],
+    epsilons: Sequence[float],
+    normalization: Normalization | None,
+    pairs: Any = None,
+    batch_size: int | None = None,
+    mixed_precision: bool = False,
+    device: torch.device | str | None = None,
+    progress: ProgressCallback | None = None,
+) -> GridPass:
+    """The shared-work pass of :func:`grid_scores`, for all pairs or a chosen few.
+
+    Per chunk: one forward with the graph kept (which gives ``ε = 0`` for every
+    ``T``, the MSP and the predicted class), one input-only backward per ``T`` that
+    has a chosen ``ε > 0``, one no-grad forward per chosen ``(T, ε > 0)``. Pairs not
+    chosen are NaN in ``log_scores``; ``ε = 0`` is always computed (it costs nothing).
+
+    Args:
+        model: Any module mapping ``(N, C, H, W)`` to logits ``(N, K)``.
+        x: Raw pixels in [0, 1], shape ``(N, C, H, W)``.
+        temperatures: The ``T`` values, each > 0.
+        epsilons: The ``ε`` values, each >= 0, pixel units.
+        normalization: As in :func:`odin_scores`.
+        pairs: Boolean mask ``(len(T), len(ε))`` of the pairs to compute
+            (numpy or torch); ``None`` = all.
+        batch_size: Images per chunk.
+        mixed_precision: As in :func:`odin_scores`.
+        device: As in :func:`odin_scores`.
+        progress: Called with the number of images finished after each chunk.
+
+    Returns:
+        :class:`GridPass` with CPU tensors.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> gp = grid_pass(net, torch.rand(6, 1, 2, 2), temperatures=[1, 1000],
+        ...                epsilons=[0.0, 0.002], normalization=None,
+        ...                pairs=torch.tensor([[True, False], [True, True]]))
+        >>> gp.computed.tolist(), gp.pair(1000, 0.002).odin_score.shape
+        ([[True, False], [True, True]], torch.Size([6]))
+    """
     if not temperatures or not epsilons:
         raise InputValidationError("Expected at least one temperature and one epsilon.")
-    for t in temperatures:
-        check_temperature(t)
-    for e in epsilons:
-        check_epsilon(e)
+    temps = tuple(float(check_temperature(t)) for t in temperatures)
+    eps = tuple(float(check_epsilon(e)) for e in epsilons)
+    mask = _pair_mask(pairs, (len(temps), len(eps)))
+    mask[:, [j for j, e in enumerate(eps) if e == 0]] = True  # free: the unperturbed forward
+    # The temperatures whose gradient sign is needed, and the last one (frees the graph).
+    grad_rows = [
+        i for i in range(len(temps)) if any(mask[i, j] and eps[j] > 0 for j in range(len(eps)))
+    ]
     dev = torch.device(device) if device is not None else model_device(model)
-    need_grad = any(e > 0 for e in epsilons)
-    shape = (len(temperatures), len(epsilons), x.shape[0])
-    out = torch.empty(shape, dtype=_stat_dtype(dev), device=dev)  # moved to the CPU once
+    stat = _stat_dtype(dev)
+    log_s = torch.full((len(temps), len(eps), x.shape[0]), math.nan, dtype=stat, device=dev)
+    msp = torch.empty(x.shape[0], dtype=stat, device=dev)
+    classes = torch.empty(x.shape[0], dtype=torch.int64, device=dev)
+    n_classes = 0
     with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
         for sl in _chunks(x.shape[0], batch_size):
             xb, logits0 = _attached_forward(
-                model, x[sl], dev, normalization, need_grad, mixed_precision
+                model, x[sl], dev, normalization, bool(grad_rows), mixed_precision
             )
-            for i, t in enumerate(temperatures):
-                t = float(t)
+            plain = logits0.detach()
+            n_classes = int(plain.shape[1])
+            wide0 = plain.to(stat)
+            msp[sl] = log_max_softmax(wide0, 1.0).exp()
+            classes[sl] = plain.argmax(dim=1)
+            for i, t in enumerate(temps):
                 sign = None
-                if need_grad:
-                    sign = input_gradient_sign(
-                        logits0, xb, t, retain_graph=i < len(temperatures) - 1
-                    )
-                for j, e in enumerate(epsilons):
-                    e = float(e)
+                if i in grad_rows:
+                    sign = input_gradient_sign(logits0, xb, t, retain_graph=i != grad_rows[-1])
+                for j, e in enumerate(eps):
+                    if not mask[i, j]:
+                        continue
                     if e == 0 or sign is None:
-                        logits = logits0.detach()
+                        logits = plain
                     else:
                         with torch.no_grad(), _autocast(dev, mixed_precision):
                             logits = model_logits(
                                 model, perturb(xb.detach(), sign, e), normalization
                             )
-                    out[i, j, sl] = max_softmax(logits, t)
+                    log_s[i, j, sl] = log_max_softmax(logits.to(stat), t)
             if progress is not None:
                 progress(sl.stop - sl.start)
-    return out.cpu().double()
+    # S = exp(log S) on the device, as odin_scores computes it (exp may round differently
+    # elsewhere); both move to the CPU once.
+    scores = log_s.exp().cpu().double()
+    return GridPass(temps, eps, scores, log_s.cpu(), msp.cpu(), classes.cpu(), n_classes)
