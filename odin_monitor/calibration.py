@@ -11,8 +11,14 @@ stand in for OOD; it transfers to real OOD sets, docs/RESULTS.md), or ``"noise"`
 paper's Gaussian + Uniform sets, which do not). The record says which, and what the
 calibration's own checks found (:func:`self_checks`).
 
-The grid is computed by :func:`odin_monitor.scoring.grid_scores`, which shares work
-(one backward per image per ``T``) and equals a naive loop over all pairs.
+The grid is searched by :func:`odin_monitor.search.search_grid`, which shares work
+(one backward per image per ``T``, scores equal to a naive loop over all pairs). By
+default (``search="halving"``) it scores every pair on a quarter of the images and
+finishes on all images only the pairs within a binomial margin of the subset's best;
+it chooses as the full grid unless the full grid's pair falls outside that margin on
+the subset (:mod:`odin_monitor.search` says when that can happen; ``search="full"``
+rules it out). The chosen pair's in-distribution scores come from that pass: δ is
+fitted without a second pass over the images.
 """
 
 from __future__ import annotations
@@ -41,7 +47,15 @@ from odin_monitor.metrics import ood_metrics
 from odin_monitor.normalization import Normalization
 from odin_monitor.preprocess import Preprocessing
 from odin_monitor.record import CalibrationRecord, ValidationSource, content_sha256
-from odin_monitor.scoring import ProgressCallback, grid_scores
+from odin_monitor.scoring import ProgressCallback
+from odin_monitor.search import (
+    DEFAULT_MARGIN_Z,
+    DEFAULT_SUBSET_FRACTION,
+    Search,
+    SearchResult,
+    check_search,
+    search_grid,
+)
 from odin_monitor.synthetic import gaussian_noise, jigsaw, uniform_noise
 from odin_monitor.validation import as_image_tensor, check_tpr_target
 
@@ -77,12 +91,15 @@ class CalibrationResult:
     Attributes:
         detector: The fitted detector at the chosen ``(T, ε)``.
         record: Its :class:`CalibrationRecord`.
-        grid: The validation scores and metrics of every ``(T, ε)`` pair.
+        grid: The validation scores and metrics of every ``(T, ε)`` pair (NaN for
+            the pairs a halving search did not finish).
+        search: How the grid was searched: the subset FPRs, the contenders, the margin.
     """
 
     detector: OdinDetector
     record: CalibrationRecord
     grid: CalibrationGrid = field(repr=False)
+    search: SearchResult | None = field(default=None, repr=False)
 
     @property
     def chosen(self) -> tuple[float, float]:
@@ -263,6 +280,9 @@ def calibrate(
     preprocessing: Preprocessing | Literal["auto"] | None = "auto",
     strategy: Strategy | None = None,
     y_id_val: Any = None,
+    search: Search = "halving",
+    subset_fraction: float = DEFAULT_SUBSET_FRACTION,
+    margin_z: float = DEFAULT_MARGIN_Z,
 ) -> CalibrationResult:
     """Choose ``(T, ε)`` minimising FPR at ``tpr_target`` and fit δ.
 
@@ -284,8 +304,9 @@ def calibrate(
         id_name: Name of the in-distribution set in the record.
         ood_name: Name of a single OOD array in the record.
         class_names: Optional class names stored in the record.
-        progress: Called with the number of images finished after each chunk;
-            the total is ``2 * N_in + N_out``.
+        progress: Called with the number of images finished after each chunk; the
+            total is :func:`odin_monitor.search.progress_total` (``N_in + N_out``, plus
+            the subsets' sizes when halving; δ reuses the grid pass).
         preprocessing: How raw image files become the model's input, stored in the
             record (:class:`~odin_monitor.preprocess.Preprocessing`; the spec the images
             were loaded with, when loaded from files); ``"auto"``: an exact bilinear
@@ -299,6 +320,17 @@ def calibrate(
             paper's Gaussian + Uniform; transfers poorly to natural images).
         y_id_val: Labels of ``x_id_val`` (optional): the classifier's accuracy is
             recorded, with a warning when it is near chance.
+        search: How the grid is searched (stored in the record): ``"halving"`` (the
+            default: every pair on ``subset_fraction`` of each set, then the
+            contenders on every image; what it spares depends on how many pairs lie
+            within the subset's noise of the best, docs/RESULTS.md) or ``"full"``
+            (every pair on every image). Sets with fewer than 64 subset images are searched in full.
+            Halving chooses as ``"full"`` unless the full grid's pair misses the
+            margin on the subset (:mod:`odin_monitor.search`).
+        subset_fraction: Share of each set on which every pair is scored first
+            (halving; default 0.25).
+        margin_z: Contenders are the pairs whose subset FPR is within this many
+            binomial standard errors of the subset's best (halving; default 4).
 
     Returns:
         :class:`CalibrationResult` with the fitted detector, its record and the grid.
@@ -313,6 +345,7 @@ def calibrate(
     temps = check_grid(temperatures, "temperatures", check_temperature)
     eps = check_grid(epsilons, "epsilons", check_epsilon)
     tpr = check_tpr_target(tpr_target)
+    search, subset_fraction, margin_z = check_search(search, subset_fraction, margin_z)
     channels = None if normalization is None else normalization.channels
     x_id = as_image_tensor(x_id_val, "x_id_val", channels=channels)
     rule = _strategy(strategy, x_ood_val)
@@ -320,21 +353,26 @@ def calibrate(
         x_ood_val, x_id, rule, n_synthetic or int(x_id.shape[0]), seed, ood_name
     )
 
-    def scores(x: torch.Tensor) -> np.ndarray:
-        return grid_scores(
-            model,
-            x,
-            temperatures=temps,
-            epsilons=eps,
-            normalization=normalization,
-            batch_size=batch_size,
-            mixed_precision=mixed_precision,
-            device=device,
-            progress=progress,
-        ).numpy()
-
-    s_id, s_ood = scores(x_id), scores(x_ood)
-    grid = CalibrationGrid.from_scores(s_id, s_ood, temps, eps, tpr)
+    found = search_grid(
+        model,
+        x_id,
+        x_ood,
+        temperatures=temps,
+        epsilons=eps,
+        normalization=normalization,
+        tpr_target=tpr,
+        search=search,
+        subset_fraction=subset_fraction,
+        margin_z=margin_z,
+        seed=seed,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        device=device,
+        progress=progress,
+    )
+    grid = CalibrationGrid.from_scores(
+        found.id_pass.scores.numpy(), found.ood_pass.scores.numpy(), temps, eps, tpr
+    )
     best = grid.best
     detector = OdinDetector(
         model,
@@ -346,7 +384,11 @@ def calibrate(
         mixed_precision=mixed_precision,
         device=device,
         class_names=class_names,
-    ).fit(x_id, source_name=id_name, progress=progress)
+    ).fit(
+        x_id,
+        source_name=id_name,
+        scores=found.id_pass.pair(best.temperature, best.epsilon),
+    )
     metrics = dict(ood_metrics(*grid.scores_at(best.temperature, best.epsilon), tpr))
     if grid.msp is not None:
         msp = ood_metrics(*grid.scores_at(1.0, 0.0), tpr)
@@ -367,7 +409,7 @@ def calibrate(
         metrics=metrics,
         selection=(
             f"{rule}: min fpr_at_tpr@{tpr:g} over {len(temps)}x{len(eps)} (T, epsilon) grid, "
-            f"in-distribution validation vs [{names}]"
+            f"in-distribution validation vs [{names}]; {found.describe(margin_z)}"
             + (
                 f" (jigsaw: {JIGSAW_GRID}x{JIGSAW_GRID} patches of the in-distribution "
                 "validation images, shuffled)"
@@ -377,6 +419,7 @@ def calibrate(
         ),
         preprocessing=preprocessing,
         strategy=rule,
+        search=found.search,
         warnings=self_checks(
             grid,
             (best.temperature, best.epsilon),
@@ -384,4 +427,4 @@ def calibrate(
             n_classes=detector.n_classes_,
         ),
     )
-    return CalibrationResult(detector=detector, record=record, grid=grid)
+    return CalibrationResult(detector=detector, record=record, grid=grid, search=found)

@@ -10,6 +10,10 @@ The paper's grid: ``T ∈ {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}`` and 21 ev
 spaced ``ε`` in ``[0, 0.004]``. Ties go to the higher AUROC, then the smaller ``T``,
 then the smaller ``ε`` (:func:`selection_key`).
 
+A pair may be left unscored (every one of its scores NaN, as successive halving
+leaves the pairs that cannot win, :mod:`odin_monitor.search`): its metrics are NaN,
+it is never chosen, and :attr:`CalibrationGrid.finished` says which pairs were scored.
+
 Example:
     >>> rng = np.random.default_rng(0)
     >>> s_in, s_out = rng.uniform(0.5, 1, (2, 2, 50)), rng.uniform(0, 0.6, (2, 2, 40))
@@ -20,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -64,10 +69,14 @@ def selection_key(point: GridPoint) -> tuple[float, float, float, float]:
 
 
 def select_best(points: Sequence[GridPoint]) -> GridPoint:
-    """The preferred pair of a grid under :func:`selection_key`."""
-    if not points:
-        raise CalibrationError("Expected a non-empty calibration grid.")
-    return min(points, key=selection_key)
+    """The preferred pair of a grid under :func:`selection_key`; unscored pairs (NaN) never win."""
+    scored = [p for p in points if not math.isnan(p.metrics["fpr_at_tpr"])]
+    if not scored:
+        raise CalibrationError(
+            "Expected a calibration grid with at least one scored pair, but got "
+            f"{len(points)} pairs and none scored."
+        )
+    return min(scored, key=selection_key)
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,8 @@ class CalibrationGrid:
     Attributes:
         temperatures: The grid's ``T`` values.
         epsilons: The grid's ``ε`` values.
-        id_scores: float64 ``(len(T), len(ε), N_in)`` in-distribution validation scores.
+        id_scores: float64 ``(len(T), len(ε), N_in)`` in-distribution validation scores
+            (NaN for unscored pairs).
         ood_scores: float64 ``(len(T), len(ε), N_out)`` OOD validation scores.
         tpr_target: The TPR at which FPR is read.
         points: Metrics of every pair, temperature-major.
@@ -104,7 +114,8 @@ class CalibrationGrid:
         """Compute the metrics of every pair from the score cubes.
 
         Args:
-            id_scores: ``(len(T), len(ε), N_in)`` scores (higher = in-distribution).
+            id_scores: ``(len(T), len(ε), N_in)`` scores (higher = in-distribution);
+                a pair whose every score (ID and OOD) is NaN is unscored.
             ood_scores: ``(len(T), len(ε), N_out)`` scores.
             temperatures: The ``T`` values, in the cubes' order.
             epsilons: The ``ε`` values, in the cubes' order.
@@ -123,11 +134,15 @@ class CalibrationGrid:
                 f"{s_in.shape} and {s_out.shape}."
             )
         tpr = check_tpr_target(tpr_target)
+        unscored = np.isnan(s_in).all(axis=2) & np.isnan(s_out).all(axis=2)
+        nan_metrics = dict.fromkeys(GRID_METRICS, math.nan)
         points = tuple(
             GridPoint(
                 temperature=t,
                 epsilon=e,
-                metrics={
+                metrics=nan_metrics
+                if unscored[i, j]
+                else {
                     k: v
                     for k, v in ood_metrics(s_in[i, j], s_out[i, j], tpr).items()
                     if k in GRID_METRICS
@@ -137,6 +152,11 @@ class CalibrationGrid:
             for j, e in enumerate(eps)
         )
         return cls(temps, eps, s_in, s_out, tpr, points)
+
+    @property
+    def finished(self) -> np.ndarray:
+        """Boolean ``(len(T), len(ε))``: the pairs scored on every image (not NaN)."""
+        return ~np.isnan(self.metric_matrix("fpr_at_tpr"))
 
     @property
     def best(self) -> GridPoint:

@@ -23,7 +23,8 @@ from odin_monitor.preprocess import Preprocessing
 __all__ = ["CalibrationRecord", "ValidationSource", "content_sha256", "library_versions"]
 
 #: 2 added ``preprocessing``, ``strategy`` and ``warnings`` (a record without them is
-#: written and hashed as version 1 was).
+#: written and hashed as version 1 was); ``search`` joined them later, absent when unset
+#: like them (readers of schema 2 that predate it ignore it).
 SCHEMA_VERSION = 2
 Role = Literal["in_distribution", "ood"]
 
@@ -110,6 +111,8 @@ class CalibrationRecord:
             ``"jigsaw"``, ``"noise"``; :func:`odin_monitor.calibrate`), or ``None``.
         warnings: What the calibration's own checks found (low accuracy, a pair on
             the grid's edge, ODIN not beating MSP on the validation data).
+        search: How the grid was searched (``"halving"``, ``"full"``;
+            :mod:`odin_monitor.search`), or ``None``.
 
     Example:
         >>> rec = CalibrationRecord(temperature=1000.0, epsilon=0.0014, threshold=0.1003,
@@ -139,6 +142,7 @@ class CalibrationRecord:
     preprocessing: Preprocessing | None = None
     strategy: str | None = None
     warnings: tuple[str, ...] = ()
+    search: str | None = None
 
     def __post_init__(self) -> None:
         if self.class_names is not None and len(self.class_names) != self.n_classes:
@@ -170,6 +174,8 @@ class CalibrationRecord:
         # Likewise for the fields schema 2 added: absent when unset.
         if self.strategy is None:
             del out["strategy"]
+        if self.search is None:
+            del out["search"]
         if self.warnings:
             out["warnings"] = list(self.warnings)
         else:
@@ -217,6 +223,7 @@ class CalibrationRecord:
                 ),
                 strategy=None if data.get("strategy") is None else str(data["strategy"]),
                 warnings=tuple(str(w) for w in data.get("warnings", ())),
+                search=None if data.get("search") is None else str(data["search"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, CalibrationError):

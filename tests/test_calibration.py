@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from odin_monitor import (
     Normalization,
     OdinDetector,
     calibrate,
+    odin_scores,
 )
 from odin_monitor.calibration import GridPoint, select_best
 from odin_monitor.synthetic import gaussian_noise, uniform_noise
@@ -189,3 +192,66 @@ def test_ood_shape_must_match():
             temperatures=[1],
             epsilons=[0.0],
         )
+
+
+def test_halving_chooses_as_the_full_grid_and_fits_delta_from_the_grid_pass():
+    g = torch.Generator().manual_seed(11)
+    x_id = torch.rand(300, 3, 6, 6, generator=g) * 0.2 + 0.4
+    x_ood = torch.rand(300, 3, 6, 6, generator=g)
+    net = make_smooth_net(seed=4)
+    # Large ε on this small net spread the pairs' FPRs (about 0.16 to 0.57 on the subset).
+    kw = {"normalization": NORM, "batch_size": 64, "temperatures": [1, 10, 100, 1000],
+          "epsilons": [0.0, 0.02, 0.05, 0.1, 0.2]}  # fmt: skip
+    seen: list[int] = []
+    res = calibrate(net, x_id, x_ood, progress=seen.append, **kw)
+    full = calibrate(net, x_id, x_ood, search="full", **kw)
+    assert res.search is not None and res.search.search == "halving"
+    assert res.record.search == "halving" and full.record.search == "full"
+    assert "successive halving" in res.record.selection
+    assert res.chosen == full.chosen
+    assert 0 < int(res.grid.finished.sum()) < 20  # the non-contenders were spared
+    # No second pass over the ID images: the progress counts each stage's images once.
+    assert sum(seen) == 300 + 300 + 75 + 75
+    # δ's reference scores are the grid pass's, equal to a fresh pass at the chosen pair.
+    t, e = res.chosen
+    fresh = odin_scores(net, x_id, temperature=t, epsilon=e, normalization=NORM, batch_size=64)
+    ref = res.detector.reference_
+    for name in ("odin_score", "spread_score", "msp"):
+        np.testing.assert_allclose(
+            getattr(ref, name), getattr(fresh, name).numpy(), rtol=0, atol=1e-12
+        )
+        assert getattr(ref, name).dtype == np.float64
+    np.testing.assert_array_equal(ref.predicted_class, fresh.predicted_class.numpy())
+    det = OdinDetector(net, temperature=t, epsilon=e, normalization=NORM, batch_size=64).fit(x_id)
+    assert res.detector.threshold_ == det.threshold_ == full.detector.threshold_
+    assert res.detector.threshold_spread_ == det.threshold_spread_
+    # The finished pairs' metrics are the full grid's; the others are NaN, never chosen.
+    for p in res.grid.points:
+        if np.isnan(p.metrics["fpr_at_tpr"]):
+            continue
+        assert p.metrics == full.grid.point(p.temperature, p.epsilon).metrics
+
+
+def test_search_is_an_optional_record_key():
+    g = torch.Generator().manual_seed(2)
+    res = calibrate(make_smooth_net(), torch.rand(20, 3, 6, 6, generator=g), normalization=NORM,
+                    temperatures=[1, 1000], epsilons=[0.0, 0.002])  # fmt: skip
+    # 20 images are too few to halve (a quarter < 64): searched in full, and said so.
+    assert res.record.search == "full" and "full search" in res.record.selection
+    assert CalibrationRecord.from_json(res.record.to_json()) == res.record
+    old = dataclasses.replace(res.record, search=None)
+    assert "search" not in old.to_dict()  # records without it hash as before
+    assert CalibrationRecord.from_json(old.to_json()).search is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"search": "random"}, "search in"),
+        ({"subset_fraction": 1.5}, "subset_fraction"),
+        ({"margin_z": -2}, "margin_z"),
+    ],
+)
+def test_bad_search_settings(kw, match):
+    with pytest.raises(InputValidationError, match=match):
+        calibrate(make_smooth_net(), torch.rand(4, 3, 6, 6), normalization=NORM, **kw)

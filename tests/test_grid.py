@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from odin_monitor import InputValidationError
+from odin_monitor import CalibrationError, InputValidationError
 from odin_monitor.grid import CalibrationGrid, select_best
 
 
@@ -84,3 +84,31 @@ def test_bad_shapes_and_pairs_are_refused():
         grid.scores_at(5.0, 0.0)
     with pytest.raises(InputValidationError, match="metric in"):
         grid.metric_matrix("accuracy")
+
+
+def test_unscored_pairs_are_nan_and_never_chosen():
+    s_in, s_out, temps, eps = cubes()
+    full = CalibrationGrid.from_scores(s_in, s_out, temps, eps)
+    # Leave out the full grid's best pair (T=10, ε=0.001) and one more.
+    s_in[1, 1], s_out[1, 1] = np.nan, np.nan
+    s_in[2, 0], s_out[2, 0] = np.nan, np.nan
+    grid = CalibrationGrid.from_scores(s_in, s_out, temps, eps)
+    finished = np.ones((3, 3), dtype=bool)
+    finished[1, 1] = finished[2, 0] = False
+    np.testing.assert_array_equal(grid.finished, finished)
+    assert all(np.isnan(v) for v in grid.point(10.0, 0.001).metrics.values())
+    assert np.isnan(grid.metric_matrix("auroc")[~finished]).all()
+    # The scored pairs keep their metrics; the best of them is chosen.
+    rest = [p for p in full.points if (p.temperature, p.epsilon) not in ((10, 0.001), (1000, 0))]
+    assert grid.best == select_best(rest)
+    assert grid.point(1.0, 0.0).metrics == full.point(1.0, 0.0).metrics
+    nothing = np.full_like(s_in, np.nan), np.full_like(s_out, np.nan)
+    with pytest.raises(CalibrationError, match="none scored"):
+        select_best(CalibrationGrid.from_scores(*nothing, temps, eps).points)
+
+
+def test_a_pair_with_some_nan_scores_is_an_error_not_an_unscored_pair():
+    s_in, s_out, temps, eps = cubes()
+    s_in[0, 0, 3] = np.nan  # a model that returned NaN for one image
+    with pytest.raises(InputValidationError, match="finite"):
+        CalibrationGrid.from_scores(s_in, s_out, temps, eps)

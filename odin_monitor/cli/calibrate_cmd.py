@@ -194,7 +194,10 @@ def calibrate_command(
         f"calibrating on {len(x_id)} in-distribution and {n_ood} OOD validation images, "
         f"{len(temps)}x{len(eps)} grid, device {device}"
     )
-    with progress(2 * len(x_id) + n_ood, "calibrating") as advance:
+    from odin_monitor.search import DEFAULT_SUBSET_FRACTION, progress_total
+
+    total = progress_total(len(x_id), n_ood, "halving", DEFAULT_SUBSET_FRACTION)
+    with progress(total, "calibrating") as advance:
         result = calibrate(
             model,
             x_id,
