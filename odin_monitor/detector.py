@@ -30,9 +30,9 @@ from odin_monitor.record import (
     library_versions,
 )
 from odin_monitor.scoring import (
+    OdinScores,
     ProgressCallback,
     model_device,
-    OdinScores,
     model_logits,
     odin_scores,
     scoring_mode,
