@@ -152,6 +152,53 @@ def test_naive_calibration_loop_chooses_the_same_pair_as_the_grid(smooth_net):
     assert result.n_pairs == 9 and (result.n_id, result.n_ood) == (24, 24)
     assert result.same_choice
     assert result.max_abs_score_diff <= 1e-12
+    # 24 images are too few to halve: the halving search ran as the full grid.
+    assert result.halving_search == "full" and result.halving_subset is None
+    assert result.halving_choice == result.naive_choice
+
+
+def test_halving_search_is_timed_beside_the_naive_loop_and_chooses_alike(smooth_net):
+    g = torch.Generator().manual_seed(4)
+    x_id = torch.rand(256, 3, 6, 6, generator=g) * 0.2 + 0.4
+    x_ood = torch.rand(256, 3, 6, 6, generator=g)
+    result = speed.time_calibration(
+        smooth_net, x_id, x_ood, depth=0, temperatures=(1, 10, 1000),
+        epsilons=(0.0, 0.05, 0.2), normalization=NORM, batch_size=128, halving_runs=2,
+    )  # fmt: skip
+    assert result.halving_search == "halving" and result.halving_subset == (64, 64)
+    assert len(result.halving_rounds) == 2
+    assert result.halving_seconds == pytest.approx(statistics.median(result.halving_rounds))
+    assert result.halving_ratio == pytest.approx(result.halving_seconds / result.naive_seconds)
+    assert result.halving_choice == result.ours_choice == result.naive_choice
+    assert 3 <= result.halving_finished <= 9  # every ε = 0 at least
+
+
+def test_calibration_report_and_target_read_the_halving_timing(faked):
+    import dataclasses
+
+    from odin_monitor.bench.speed.results import CalibrationTiming
+    from odin_monitor.bench.speed.run import targets
+
+    result, _ = faked
+    calib = CalibrationTiming(
+        depth=20, n_id=256, n_ood=256, n_pairs=210, ours_seconds=30.0, naive_seconds=100.0,
+        ours_choice=(1000.0, 0.0014), naive_choice=(1000.0, 0.0014), max_abs_score_diff=0.0,
+        halving_seconds=14.0, halving_rounds=(13.0, 14.0, 15.0),
+        halving_choice=(1000.0, 0.0014), halving_finished=37, halving_subset=(64, 64),
+        halving_search="halving", subset_fraction=0.25, margin_z=3.0,
+    )  # fmt: skip
+    checks = targets(result.rows, calib, torch.device("cpu"))
+    (check,) = [t for t in checks if t.name.startswith("calibration")]
+    assert check.name == "calibration: halving search time / naive loop time"
+    assert check.value == pytest.approx(0.14) and check.met
+    text = speed.format_markdown(dataclasses.replace(result, calibration=calib, targets=checks))
+    rows = [line for line in text.splitlines() if line.startswith("| halving search")]
+    assert len(rows) == 1 and "| 14.0 | 0.140 | T=1000, ε=0.0014 |" in rows[0]
+    assert "64 + 64 images, then 37 pairs" in rows[0]
+    assert "| full grid: grid_scores (one backward per T) | 30.0 | 0.300 |" in text
+    assert "Same choice: **True**" in text and "13.0, 14.0, 15.0 s" in text
+    # A disagreeing halving run fails the same-choice check.
+    assert not dataclasses.replace(calib, halving_choice=(1.0, 0.0)).same_choice
 
 
 def test_channels_last_forward_equals_plain_forward(smooth_net, images):

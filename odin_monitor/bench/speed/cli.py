@@ -45,7 +45,9 @@ def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.Argume
     p.add_argument("--no-per-image", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="skip the channels_last forward")
     p.add_argument("--no-calibration", action="store_true")
-    p.add_argument("--calib-n", type=int, default=64)
+    p.add_argument(
+        "--calib-n", type=int, default=256, help="ID and OOD images each for calibration timing"
+    )
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true")
@@ -58,7 +60,7 @@ def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.Argume
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry: run, print (and optionally write) the report.
 
-    Exits 1 when the grid and the naive loop choose different pairs.
+    Exits 1 when the halving search, the grid and the naive loop choose different pairs.
     """
     args = (_parser(prog) if prog else _parser()).parse_args(argv)
     if args.memory_worker is not None:
@@ -94,6 +96,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     }
     publish(format_markdown(result), args.markdown, args.json, payload)
     if result.calibration is not None and not result.calibration.same_choice:
-        print("ERROR: the grid and the naive loop chose different pairs.", file=sys.stderr)
+        print(
+            "ERROR: the halving search, the full grid and the naive loop chose different pairs.",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -45,7 +45,28 @@ class SpeedRow:
 
 @dataclass(frozen=True)
 class CalibrationTiming:
-    """Shared-work grid vs the naive per-pair loop, on the same data."""
+    """Halving search and shared-work full grid vs the naive per-pair loop, same data.
+
+    Attributes:
+        depth: ResNet depth.
+        n_id: In-distribution images.
+        n_ood: OOD images.
+        n_pairs: Pairs of the grid.
+        ours_seconds: Full grid (``grid_scores``), summed over the chunks.
+        naive_seconds: Naive loop, summed over the chunks.
+        ours_choice: The full grid's pair.
+        naive_choice: The naive loop's pair.
+        max_abs_score_diff: Largest |full grid - naive| score.
+        halving_seconds: Median of the whole halving runs (with its choice), if timed.
+        halving_rounds: Every halving run's seconds.
+        halving_choice: The halving search's pair (NaN if its runs disagreed).
+        halving_finished: Pairs the halving search scored on every image.
+        halving_subset: Its ``(ID, OOD)`` subset sizes (``None``: the sets were too
+            small to halve and it searched in full).
+        halving_search: The search that ran (``"halving"`` or ``"full"``).
+        subset_fraction: Halving's subset share.
+        margin_z: Halving's margin in binomial standard errors.
+    """
 
     depth: int
     n_id: int
@@ -56,16 +77,30 @@ class CalibrationTiming:
     ours_choice: tuple[float, float]
     naive_choice: tuple[float, float]
     max_abs_score_diff: float
+    halving_seconds: float | None = None
+    halving_rounds: tuple[float, ...] = ()
+    halving_choice: tuple[float, float] | None = None
+    halving_finished: int | None = None
+    halving_subset: tuple[int, int] | None = None
+    halving_search: str | None = None
+    subset_fraction: float | None = None
+    margin_z: float | None = None
 
     @property
     def ratio(self) -> float:
-        """Our time over the naive loop's."""
+        """The full grid's time over the naive loop's."""
         return self.ours_seconds / self.naive_seconds
 
     @property
+    def halving_ratio(self) -> float | None:
+        """The halving search's time over the naive loop's (``None`` if not timed)."""
+        return None if self.halving_seconds is None else self.halving_seconds / self.naive_seconds
+
+    @property
     def same_choice(self) -> bool:
-        """Whether both grids choose the same ``(T, ε)``."""
-        return self.ours_choice == self.naive_choice
+        """Whether every timed search chooses the same ``(T, ε)``."""
+        agree = self.ours_choice == self.naive_choice
+        return agree and (self.halving_choice is None or self.halving_choice == self.naive_choice)
 
 
 @dataclass(frozen=True)
