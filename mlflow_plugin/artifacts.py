@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from mlflow_plugin.tags import version_description
 from odin_monitor.record import CalibrationRecord
 
 if TYPE_CHECKING:
@@ -140,6 +141,8 @@ def log_calibration(
     client.log_text(run_id, record.to_json(), f"{folder}/calibration_record.json")
     # What the calibration's own checks found, where the run page shows it.
     client.set_tag(run_id, "odin.warnings", " | ".join(record.warnings)[:5000] or "none")
+    # The run page's description: the same summary as a registered version's.
+    client.set_tag(run_id, "mlflow.note.content", version_description(record))
     if result is not None:
         client.log_text(
             run_id, result.grid_frame().to_csv(index=False), f"{folder}/calibration_grid.csv"

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_plugin import _mlflow_compat as compat
 from mlflow_plugin.flavor import load_model, load_record
-from mlflow_plugin.tags import calibration_tags, version_description
+from mlflow_plugin.tags import calibration_tags, describe_registered_model, version_description
 from odin_monitor.detector import OdinDetector
 from odin_monitor.record import CalibrationRecord
 
@@ -65,6 +65,7 @@ def register_detector(
     )
     client = MlflowClient()
     client.update_model_version(name, mv.version, description=version_description(record))
+    describe_registered_model(name, client)
     return client.get_model_version(name, mv.version)
 
 

@@ -12,7 +12,14 @@ from mlflow.tracking import MlflowClient
 
 from odin_monitor.record import CalibrationRecord
 
-__all__ = ["calibration_tags", "selection_summary", "tag_model_version", "version_description"]
+__all__ = [
+    "calibration_tags",
+    "describe_registered_model",
+    "model_description",
+    "selection_summary",
+    "tag_model_version",
+    "version_description",
+]
 
 
 def _pct(value: float | None) -> str:
@@ -116,11 +123,46 @@ def version_description(record: CalibrationRecord) -> str:
     return "\n".join(lines)
 
 
+def model_description(name: str) -> str:
+    """What a registered ``odin`` model is, for its registry page (Markdown).
+
+    Example:
+        >>> model_description("odin-resnet20").splitlines()[0]
+        'ODIN out-of-distribution detector (odin-monitor flavour `odin`).'
+    """
+    return "\n".join(
+        [
+            "ODIN out-of-distribution detector (odin-monitor flavour `odin`).",
+            "",
+            "Each version holds one calibration of the classifier: the temperature T, the "
+            "input step ε and the threshold δ, with its validation figures beside the MSP "
+            "baseline in the version's tags and description. An image is flagged OOD when "
+            "its ODIN score is below δ.",
+            "",
+            f"- load: `mlflow_plugin.load_model('models:/{name}@champion')`",
+            f"- what changed between versions: `mlflow_plugin.compare_calibrations('{name}', "
+            "1, 'champion')`",
+            f"- serve: `odin-monitor serve --model-uri models:/{name}@champion`",
+        ]
+    )
+
+
+def describe_registered_model(name: str, client: MlflowClient | None = None) -> None:
+    """Give a registered model :func:`model_description`, unless it has a description."""
+    client = client or MlflowClient()
+    if not (client.get_registered_model(name).description or "").strip():
+        client.update_registered_model(name, description=model_description(name))
+
+
 def tag_model_version(
     name: str, version: str, record: CalibrationRecord, client: MlflowClient | None = None
 ) -> None:
-    """Set :func:`calibration_tags` and :func:`version_description` on a model version."""
+    """Set :func:`calibration_tags` and :func:`version_description` on a model version.
+
+    The registered model gets :func:`model_description` when it has none yet.
+    """
     client = client or MlflowClient()
     for key, value in calibration_tags(record).items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=version_description(record))
+    describe_registered_model(name, client)

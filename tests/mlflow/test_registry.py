@@ -36,6 +36,16 @@ def test_register_tags_versions_and_sets_no_alias(tracking: str, result) -> None
     assert mv.description.startswith(f"ODIN detector calibrated {rec.created_at}: T=")
     assert "OOD validation: jigsaw" in mv.description and rec.sha256() in mv.description
     assert client.get_registered_model("odin-test").aliases == {}
+    # The registered model says what it is; the logging run carries the version's summary.
+    model_text = client.get_registered_model("odin-test").description
+    assert model_text.startswith("ODIN out-of-distribution detector")
+    assert "models:/odin-test@champion" in model_text
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["mlflow.note.content"] == mv.description
+    # A description the user wrote is kept when another version is registered.
+    client.update_registered_model("odin-test", description="ours: do not touch")
+    mlflow_plugin.log_model(result, "detector", registered_model_name="odin-test")
+    assert client.get_registered_model("odin-test").description == "ours: do not touch"
     mlflow_plugin.set_alias("odin-test", "champion", mv.version)
     det = mlflow_plugin.load_by_alias("odin-test", "champion", device="cpu")
     x = images(8, seed=2)
