@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from odin_monitor.columns import SCORE_COLUMNS
+from odin_monitor.compiled import CompileSetting, resolve_compile
 from odin_monitor.errors import InputValidationError, NotFittedError
 from odin_monitor.hyper import check_threshold
 from odin_monitor.metrics import threshold_at_tpr
@@ -89,6 +90,11 @@ class OdinDetector:
         mixed_precision: Autocast the model's forward/backward (bf16).
         device: Where to compute; default the model's device.
         class_names: Optional names of the ``K`` classes.
+        compile: Score on a compiled copy of the model (BatchNorm folded,
+            ``torch.compile``; :mod:`odin_monitor.compiled`): ``True``, ``False`` (the
+            exact eager path, default: compiling costs tens of seconds once) or
+            ``"auto"`` (on for CPU with a C++ compiler and for CUDA). Where it cannot
+            compile, it warns once and scores eagerly. :meth:`warm_up` compiles ahead.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
@@ -110,6 +116,7 @@ class OdinDetector:
         mixed_precision: bool = False,
         device: torch.device | str | None = None,
         class_names: Sequence[str] | None = None,
+        compile: CompileSetting = False,
     ) -> None:
         self.model = model
         self.temperature = temperature
@@ -120,6 +127,7 @@ class OdinDetector:
         self.mixed_precision = mixed_precision
         self.device = device
         self.class_names = class_names
+        self.compile = compile
 
     # -- scikit-learn plumbing -------------------------------------------------
     def get_params(self, deep: bool = False) -> dict[str, Any]:
@@ -135,6 +143,7 @@ class OdinDetector:
             "mixed_precision": self.mixed_precision,
             "device": self.device,
             "class_names": self.class_names,
+            "compile": self.compile,
         }
 
     def set_params(self, **params: Any) -> OdinDetector:
@@ -180,6 +189,10 @@ class OdinDetector:
         check_tpr_target(self.tpr_target)
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputValidationError(f"Expected `batch_size` >= 1, but got {self.batch_size!r}.")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise InputValidationError(
+                f"Expected `compile` to be True, False or 'auto', but got {self.compile!r}."
+            )
 
     # -- scoring ---------------------------------------------------------------
     def _images(self, x: Any, name: str) -> torch.Tensor:
@@ -187,6 +200,9 @@ class OdinDetector:
         shape = getattr(self, "input_shape_", None)
         x = uint8_to_float(x, shape, name)
         return as_image_tensor(x, name, channels=channels, image_shape=shape)
+
+    def _device(self) -> torch.device:
+        return torch.device(self.device) if self.device is not None else model_device(self.model)
 
     def _score(
         self, x: torch.Tensor, progress: ProgressCallback | None = None
@@ -201,8 +217,37 @@ class OdinDetector:
             mixed_precision=self.mixed_precision,
             device=self.device,
             progress=progress,
+            compile=self.compiles,
         )
         return _arrays(out)
+
+    @property
+    def compiles(self) -> bool:
+        """Whether scoring runs on the compiled copy (``compile`` resolved for the device)."""
+        return resolve_compile(self.compile, self._device())
+
+    def warm_up(self, n_images: int = 2) -> OdinDetector:
+        """Run one small batch so a compiled copy is built now, not on the first request.
+
+        Serving workers call it at load. With ``compile=False`` it only checks that the
+        model runs. Scores of the warm-up batch (zeros) are discarded.
+
+        Args:
+            n_images: Images in the warm-up batch (2 covers every batch size).
+
+        Returns:
+            ``self``.
+
+        Example:
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+            >>> det = OdinDetector(net, normalization=None).fit(torch.rand(8, 3, 4, 4))
+            >>> det.warm_up() is det
+            True
+        """
+        self._check_fitted()
+        self._validate_params()
+        self._score(torch.zeros(n_images, *self.input_shape_))
+        return self
 
     def fit(
         self,
@@ -262,7 +307,7 @@ class OdinDetector:
         return self
 
     def _n_classes(self, x: torch.Tensor) -> int:
-        dev = torch.device(self.device) if self.device is not None else model_device(self.model)
+        dev = self._device()
         with scoring_mode(self.model), torch.no_grad():
             return int(model_logits(self.model, x[:1].to(dev), self.normalization).shape[1])
 
@@ -387,6 +432,7 @@ class OdinDetector:
         mixed_precision: bool = False,
         device: torch.device | str | None = None,
         reference: BatchScores | None = None,
+        compile: CompileSetting = False,
     ) -> OdinDetector:
         """A fitted detector from a saved record, without re-running calibration.
 
@@ -398,6 +444,7 @@ class OdinDetector:
             device: Where to compute; default the model's device.
             reference: The in-distribution validation scores saved with the record
                 (becomes ``reference_``), when available.
+            compile: Score on a compiled copy (see the class docstring).
 
         Returns:
             A fitted detector whose ``threshold_`` is the record's δ.
@@ -415,6 +462,7 @@ class OdinDetector:
             mixed_precision=mixed_precision,
             device=device,
             class_names=record.class_names,
+            compile=compile,
         )
         det._validate_params()
         det.n_classes_ = record.n_classes

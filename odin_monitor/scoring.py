@@ -323,6 +323,7 @@ def odin_scores(
     mixed_precision: bool = False,
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
+    compile: bool = False,
 ) -> OdinScores:
     """Score a batch with ODIN; the MSP baseline and predicted class come with it.
 
@@ -344,6 +345,9 @@ def odin_scores(
             perturbation and the final softmax stay in float32/float64.
         device: Where to compute; default the model's device. Results come back on CPU.
         progress: Called with the number of images finished after each chunk.
+        compile: Score on the compiled copy of :mod:`odin_monitor.compiled` (BatchNorm
+            folded, ``torch.compile``); falls back to this eager path, with one
+            warning, where compiling is not possible.
 
     Returns:
         :class:`OdinScores` with CPU tensors of shape ``(N,)``.
@@ -357,20 +361,14 @@ def odin_scores(
     """
     temperature, epsilon = check_temperature(temperature), check_epsilon(epsilon)
     dev = torch.device(device) if device is not None else model_device(model)
+    step = _eager_step if not compile else _compiled_step
     parts: list[torch.Tensor] = []
     classes: list[torch.Tensor] = []
     with scoring_mode(model), torch.inference_mode(False), torch.enable_grad():
         for sl in _chunks(x.shape[0], batch_size):
-            xb, logits0 = _attached_forward(
-                model, x[sl], dev, normalization, epsilon > 0, mixed_precision
+            logits, logits0 = step(
+                model, x[sl], dev, normalization, temperature, epsilon, mixed_precision
             )
-            if epsilon > 0:
-                sign = input_gradient_sign(logits0, xb, temperature)
-                with torch.no_grad(), _autocast(dev, mixed_precision):
-                    logits = model_logits(model, perturb(xb.detach(), sign, epsilon), normalization)
-            else:
-                logits = logits0.detach()
-            logits0 = logits0.detach()
             # Results stay on the device until the end: one transfer, no sync per chunk.
             stats = (
                 max_softmax(logits, temperature),
@@ -383,6 +381,86 @@ def odin_scores(
                 progress(sl.stop - sl.start)
     odin, spread, msp = torch.cat(parts, dim=1).cpu()
     return OdinScores(odin, spread, msp, torch.cat(classes).cpu())
+
+
+def _eager_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    dev: torch.device,
+    normalization: Normalization | None,
+    temperature: float,
+    epsilon: float,
+    mixed_precision: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The perturbed logits ``f(x̃)`` and the unperturbed ``f(x)`` of one chunk, detached."""
+    xb, logits0 = _attached_forward(model, x, dev, normalization, epsilon > 0, mixed_precision)
+    if epsilon == 0:
+        return logits0.detach(), logits0.detach()
+    sign = input_gradient_sign(logits0, xb, temperature)
+    with torch.no_grad(), _autocast(dev, mixed_precision):
+        logits = model_logits(model, perturb(xb.detach(), sign, epsilon), normalization)
+    return logits, logits0.detach()
+
+
+def _compiled_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    dev: torch.device,
+    normalization: Normalization | None,
+    temperature: float,
+    epsilon: float,
+    mixed_precision: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_eager_step` on the compiled copy; the eager step where that cannot run.
+
+    The batch dimension is marked dynamic, so every chunk size shares one compiled
+    graph; a chunk of one image is scored as two copies of it (compilers specialise
+    size 1), which changes nothing in eval mode.
+    """
+    from odin_monitor import compiled
+
+    if dev.type not in compiled.DEVICES:
+        compiled.warn_unsupported(model, dev)
+        return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+    entry = compiled.scoring_copy(model, dev)
+    if entry.failed is not None:
+        return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+    single = x.shape[0] == 1
+    xc = x.expand(2, *x.shape[1:]) if single else x
+    try:
+        with entry.lock:
+            logits, logits0 = _run_compiled(
+                entry.module, xc, dev, normalization, temperature, epsilon, mixed_precision
+            )
+    except Exception as err:  # decided below: the compiler or the input?
+        # The eager step raises the input's own error; if it succeeds, compiling failed.
+        out = _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+        compiled.mark_failed(entry, model, err)
+        return out
+    return (logits[:1], logits0[:1]) if single else (logits, logits0)
+
+
+def _run_compiled(
+    module: nn.Module,
+    x: torch.Tensor,
+    dev: torch.device,
+    normalization: Normalization | None,
+    temperature: float,
+    epsilon: float,
+    mixed_precision: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xb = x.to(dev, dtype=torch.float32).contiguous().requires_grad_(epsilon > 0)
+    torch._dynamo.mark_dynamic(xb, 0)
+    with _autocast(dev, mixed_precision):
+        logits0 = model_logits(module, xb, normalization)
+    if epsilon == 0:
+        return logits0.detach(), logits0.detach()
+    sign = input_gradient_sign(logits0, xb, temperature)
+    x_tilde = perturb(xb.detach(), sign, epsilon)
+    torch._dynamo.mark_dynamic(x_tilde, 0)
+    with torch.no_grad(), _autocast(dev, mixed_precision):
+        logits = model_logits(module, x_tilde, normalization)
+    return logits, logits0.detach()
 
 
 def grid_scores(

@@ -67,8 +67,53 @@ def faked(monkeypatch):
         calibration=False,
         memory=False,
         include_peer=False,
+        include_compiled=False,
     )
     return result, clock
+
+
+@pytest.mark.parametrize(("shift", "differ", "far"), [(1e-7, 0, 0), (-2e-6, 1, 0), (-0.1, 2, 1)])
+def test_compiled_scorer_is_timed_compared_and_held_to_2x(monkeypatch, shift, differ, far):
+    from odin_monitor.bench.speed import compiled_check
+
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "perf_counter", clock)
+    monkeypatch.setattr(compiled_check, "perf_counter", clock)
+    durations = {speed.FORWARD: 0.010, speed.OURS: 0.030, methods.OURS_COMPILED: 0.018}
+    n = BATCH * N_BATCHES
+    exact = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+
+    def factory(name):
+        def make(model, norm, bs, dev, amp):
+            def run(x):
+                clock.now += durations[name]
+                return exact + shift if name == methods.OURS_COMPILED else exact
+
+            return run
+
+        return make
+
+    for name in durations:
+        monkeypatch.setitem(methods.FACTORIES, name, factory(name))
+    result = speed.run_speed(
+        synthetic=True,
+        batch_sizes=(BATCH,),
+        n_batches=N_BATCHES,
+        repeats=3,
+        calibration=False,
+        memory=False,
+        include_peer=False,
+        include_per_image=False,
+        include_channels_last=False,
+    )
+    targets = {t.name: t for t in result.targets}
+    compiled = targets[f"{methods.OURS_COMPILED} / forward (time per image)"]
+    assert compiled.value == pytest.approx(0.018 / 0.010) and compiled.bound == 2.0
+    assert compiled.met
+    (note,) = [line for line in result.notes if "compiled scorer" in line]
+    assert f"{abs(shift):.2e}" in note
+    # δ keeps 95% of the 16 scores: the lowest one is δ; only it can flip for small shifts.
+    assert f"differ for {differ} images ({far} farther than 1e-06 from δ" in note
 
 
 def _per_image(name, pick=statistics.median):

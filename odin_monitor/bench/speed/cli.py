@@ -44,6 +44,9 @@ def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.Argume
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--no-per-image", action="store_true")
     p.add_argument("--no-channels-last", action="store_true", help="skip the channels_last forward")
+    p.add_argument(
+        "--no-compiled", action="store_true", help="skip the compiled scorer (torch.compile)"
+    )
     p.add_argument("--no-calibration", action="store_true")
     p.add_argument(
         "--calib-n", type=int, default=256, help="ID and OOD images each for calibration timing"
@@ -80,6 +83,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         include_peer=not args.no_peer,
         include_per_image=not args.no_per_image,
         include_channels_last=not args.no_channels_last,
+        include_compiled=not args.no_compiled,
         calibration=not args.no_calibration,
         calib_n=args.calib_n,
         memory=not args.no_memory,

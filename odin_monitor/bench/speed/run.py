@@ -24,12 +24,14 @@ from odin_monitor.bench.common import (
 )
 from odin_monitor.bench.peers import pytorch_ood_version
 from odin_monitor.bench.speed.calibration import time_calibration
+from odin_monitor.bench.speed.compiled_check import check_compiled
 from odin_monitor.bench.speed.methods import (
     EPSILON,
     FACTORIES,
     FORWARD,
     FORWARD_CL,
     OURS,
+    OURS_COMPILED,
     PEER,
     PER_IMAGE,
     PRECISIONS,
@@ -61,6 +63,7 @@ def run_speed(
     include_peer: bool = True,
     include_per_image: bool = True,
     include_channels_last: bool = True,
+    include_compiled: bool = True,
     calibration: bool = True,
     calib_n: int = 256,
     calib_temperatures: Sequence[float] = PAPER_TEMPERATURES,
@@ -88,6 +91,9 @@ def run_speed(
         include_peer: Time pytorch-ood's ODIN if it is importable.
         include_per_image: Time the per-image loop.
         include_channels_last: Also time a plain forward on a channels_last input.
+        include_compiled: Also time the compiled scorer (:mod:`odin_monitor.compiled`);
+            its first call (the compilation) is timed apart and reported, and its scores
+            are compared with the eager path's.
         calibration: Time the halving search and the full grid against the naive loop
             (first depth and batch size, fp32).
         calib_n: ID and OOD images each for the calibration timing (halving needs
@@ -152,6 +158,8 @@ def run_speed(
                 methods = [FORWARD, OURS]
                 if include_channels_last:
                     methods.insert(1, FORWARD_CL)
+                if include_compiled:
+                    methods.append(OURS_COMPILED)
                 if peer_version is not None and not amp:
                     methods.append(PEER)
                 want_loop = include_per_image and per_image_row is None
@@ -167,6 +175,8 @@ def run_speed(
                 sink(
                     f"[{clock}] ResNet-{depth} batch {bs} {precision}: timing {', '.join(methods)}"
                 )
+                if include_compiled:
+                    notes.extend(check_compiled(calls[OURS], calls[OURS_COMPILED], dev, depth, bs))
                 times = time_interleaved(calls, repeats, dev)
                 if want_loop:
                     per_image_row = (statistics.median(times[PER_IMAGE]), times[PER_IMAGE])
@@ -178,7 +188,9 @@ def run_speed(
                     else:
                         sec, rounds, n = statistics.median(times[m]), times[m], x.shape[0]
                     peak = None
-                    if memory and (m != PER_IMAGE or want_loop):
+                    # The compiled scorer's memory is not measured: a subprocess per
+                    # measurement would compile again (minutes on a CPU).
+                    if memory and (m != PER_IMAGE or want_loop) and m != OURS_COMPILED:
                         peak = peak_memory_mb(
                             m, model, norm, bs, dev, amp, calls, depth, ddir, n, seed
                         )
@@ -271,6 +283,23 @@ def targets(
         name = f"{m} throughput / {other} throughput"
         return TargetCheck(name, a.images_per_s / b.images_per_s, bound, True, best)
 
+    if OURS_COMPILED in sel:
+        r = sel[OURS_COMPILED]
+        name = f"{OURS_COMPILED} / forward (time per image)"
+        out.append(TargetCheck(name, r.ratio_to_forward, 2.0, False, r.ratio_to_forward_best))
+        if FORWARD_CL in sel:
+            a, b = r, sel[FORWARD_CL]
+            out.append(
+                TargetCheck(
+                    f"{OURS_COMPILED} / {FORWARD_CL} (time per image)",
+                    (a.seconds / a.n_images) / (b.seconds / b.n_images),
+                    2.0,
+                    False,
+                    (a.best_seconds / a.n_images) / (b.best_seconds / b.n_images),
+                )
+            )
+        if PEER in sel:
+            out.append(speedup(OURS_COMPILED, PEER, 1.5 if dev.type == "cpu" else 1.2))
     if OURS in sel:
         out.append(ratio(OURS))
         if FORWARD_CL in sel:
