@@ -82,7 +82,12 @@ def _forward(
 
 
 def _ours(
-    model: nn.Module, norm: Normalization, bs: int, dev: torch.device, amp: bool
+    model: nn.Module,
+    norm: Normalization,
+    bs: int,
+    dev: torch.device,
+    amp: bool,
+    compile: bool = False,
 ) -> Callable[[torch.Tensor], object]:
     def run(x: torch.Tensor) -> object:
         return odin_scores(
@@ -94,6 +99,7 @@ def _ours(
             batch_size=bs,
             mixed_precision=amp,
             device=dev,
+            compile=compile,
         ).odin_score
 
     return run
@@ -102,20 +108,7 @@ def _ours(
 def _ours_compiled(
     model: nn.Module, norm: Normalization, bs: int, dev: torch.device, amp: bool
 ) -> Callable[[torch.Tensor], object]:
-    def run(x: torch.Tensor) -> object:
-        return odin_scores(
-            model,
-            x,
-            temperature=TEMPERATURE,
-            epsilon=EPSILON,
-            normalization=norm,
-            batch_size=bs,
-            mixed_precision=amp,
-            device=dev,
-            compile=True,
-        ).odin_score
-
-    return run
+    return _ours(model, norm, bs, dev, amp, compile=True)
 
 
 def _forward_cl(
@@ -148,7 +141,10 @@ def _per_image(
     return run
 
 
-FACTORIES = {
+Factory = Callable[
+    [nn.Module, Normalization, int, torch.device, bool], Callable[[torch.Tensor], object]
+]
+FACTORIES: dict[str, Factory] = {
     FORWARD: _forward,
     OURS: _ours,
     OURS_COMPILED: _ours_compiled,

@@ -272,47 +272,42 @@ def targets(
     }
     out = []
 
-    def ratio(m: str) -> TargetCheck:
-        r = sel[m]
-        name = f"{m} / forward (time per image)"
-        return TargetCheck(name, r.ratio_to_forward, 3.3, False, r.ratio_to_forward_best)
-
     def speedup(m: str, other: str, bound: float) -> TargetCheck:
         a, b = sel[m], sel[other]
         best = (b.best_seconds / b.n_images) / (a.best_seconds / a.n_images)
         name = f"{m} throughput / {other} throughput"
         return TargetCheck(name, a.images_per_s / b.images_per_s, bound, True, best)
 
-    if OURS_COMPILED in sel:
-        r = sel[OURS_COMPILED]
-        name = f"{OURS_COMPILED} / forward (time per image)"
-        out.append(TargetCheck(name, r.ratio_to_forward, 2.0, False, r.ratio_to_forward_best))
+    def ratios(m: str, bound: float) -> list[TargetCheck]:
+        a = sel[m]
+        checks = [
+            TargetCheck(
+                f"{m} / forward (time per image)",
+                a.ratio_to_forward,
+                bound,
+                False,
+                a.ratio_to_forward_best,
+            )
+        ]
         if FORWARD_CL in sel:
-            a, b = r, sel[FORWARD_CL]
-            out.append(
+            b = sel[FORWARD_CL]
+            checks.append(
                 TargetCheck(
-                    f"{OURS_COMPILED} / {FORWARD_CL} (time per image)",
+                    f"{m} / {FORWARD_CL} (time per image)",
                     (a.seconds / a.n_images) / (b.seconds / b.n_images),
-                    2.0,
+                    bound,
                     False,
                     (a.best_seconds / a.n_images) / (b.best_seconds / b.n_images),
                 )
             )
+        return checks
+
+    if OURS_COMPILED in sel:
+        out.extend(ratios(OURS_COMPILED, 2.0))
         if PEER in sel:
             out.append(speedup(OURS_COMPILED, PEER, 1.5 if dev.type == "cpu" else 1.2))
     if OURS in sel:
-        out.append(ratio(OURS))
-        if FORWARD_CL in sel:
-            a, b = sel[OURS], sel[FORWARD_CL]
-            out.append(
-                TargetCheck(
-                    f"{OURS} / {FORWARD_CL} (time per image)",
-                    (a.seconds / a.n_images) / (b.seconds / b.n_images),
-                    3.3,
-                    False,
-                    (a.best_seconds / a.n_images) / (b.best_seconds / b.n_images),
-                )
-            )
+        out.extend(ratios(OURS, 3.3))
         if PEER in sel:
             out.append(speedup(OURS, PEER, 1.1))
         if PER_IMAGE in sel:
