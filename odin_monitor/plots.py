@@ -36,7 +36,8 @@ def plot_grid_heatmap(
 ) -> Figure:
     """Heatmap of a validation metric over the ``T × ε`` grid, values in the cells.
 
-    The chosen pair is boxed in red, the MSP baseline (``T = 1``, ``ε = 0``) in white.
+    The chosen pair is boxed in red, the MSP baseline (``T = 1``, ``ε = 0``) in white;
+    a pair a halving search left unfinished (NaN) shows a dot and no colour.
 
     Args:
         grid: The :class:`~odin_monitor.grid.CalibrationGrid` (``result.grid``).
@@ -60,6 +61,9 @@ def plot_grid_heatmap(
         bright_is_high = cmap == "viridis"
         for i in range(n_t):
             for j in range(n_e):
+                if not np.isfinite(values[i, j]):
+                    ax.text(j, i, "·", ha="center", va="center", fontsize=6, color="gray")
+                    continue
                 dark = (values[i, j] < mid) if bright_is_high else (values[i, j] > mid)
                 ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=6,
                         color="white" if dark else "black")  # fmt: skip
@@ -81,6 +85,8 @@ def plot_grid_heatmap(
                       linestyle="--")
         )  # fmt: skip
         title += f"; MSP (dashed) {values[mi, mj]:.2f}"
+    if not np.isfinite(values).all():
+        title += "\n· = pair dropped on the subset by the halving search (not finished)"
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label=f"{metric} (%)")
     return fig

@@ -102,6 +102,13 @@ def test_unscored_pairs_are_nan_and_never_chosen():
     rest = [p for p in full.points if (p.temperature, p.epsilon) not in ((10, 0.001), (1000, 0))]
     assert grid.best == select_best(rest)
     assert grid.point(1.0, 0.0).metrics == full.point(1.0, 0.0).metrics
+    # The heatmap marks the unfinished pairs instead of printing "nan" in them.
+    from odin_monitor.plots import plot_grid_heatmap
+
+    fig = plot_grid_heatmap(grid)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("·") == 2 and not any("nan" in t for t in texts)
+    assert len(texts) == 9 and "halving" in fig.axes[0].get_title()
     nothing = np.full_like(s_in, np.nan), np.full_like(s_out, np.nan)
     with pytest.raises(CalibrationError, match="none scored"):
         select_best(CalibrationGrid.from_scores(*nothing, temps, eps).points)
