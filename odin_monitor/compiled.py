@@ -174,7 +174,6 @@ class ScoringCopy:
         device: Where the copy lives.
         compilations: Graphs compiled so far (a forward with input gradient and a
             no-grad forward per mode; a recompilation shows as a higher count).
-        compile_seconds: Wall time spent compiling, summed.
         failed: Set once compilation failed; scoring then uses the eager path.
     """
 
@@ -182,7 +181,6 @@ class ScoringCopy:
     device: torch.device
     fingerprint: tuple[tuple[int, int], ...]
     compilations: int = 0
-    compile_seconds: float = 0.0
     failed: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -192,17 +190,11 @@ _COPIES_GUARD = threading.Lock()
 
 
 def _counting_backend(entry: ScoringCopy) -> Callable[..., Any]:
-    import time
-
     def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
         from torch._inductor.compile_fx import compile_fx
 
-        start = time.perf_counter()
         entry.compilations += 1
-        try:
-            return compile_fx(gm, example_inputs)
-        finally:
-            entry.compile_seconds += time.perf_counter() - start
+        return compile_fx(gm, example_inputs)
 
     return backend
 

@@ -394,11 +394,35 @@ def _eager_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The perturbed logits ``f(x̃)`` and the unperturbed ``f(x)`` of one chunk, detached."""
     xb, logits0 = _attached_forward(model, x, dev, normalization, epsilon > 0, mixed_precision)
+    return _perturbed_step(
+        model, xb, logits0, dev, normalization, temperature, epsilon, mixed_precision
+    )
+
+
+def _perturbed_step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    logits0: torch.Tensor,
+    dev: torch.device,
+    normalization: Normalization | None,
+    temperature: float,
+    epsilon: float,
+    mixed_precision: bool,
+    *,
+    dynamic_batch: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the attached forward ``(xb, f(xb))``: the step, then ``f(x̃)``; both detached.
+
+    ``dynamic_batch`` marks ``x̃``'s batch dimension dynamic for a compiled model.
+    """
     if epsilon == 0:
         return logits0.detach(), logits0.detach()
     sign = input_gradient_sign(logits0, xb, temperature)
+    x_tilde = perturb(xb.detach(), sign, epsilon)
+    if dynamic_batch:
+        torch._dynamo.mark_dynamic(x_tilde, 0)
     with torch.no_grad(), _autocast(dev, mixed_precision):
-        logits = model_logits(model, perturb(xb.detach(), sign, epsilon), normalization)
+        logits = model_logits(model, x_tilde, normalization)
     return logits, logits0.detach()
 
 
@@ -453,14 +477,17 @@ def _run_compiled(
     torch._dynamo.mark_dynamic(xb, 0)
     with _autocast(dev, mixed_precision):
         logits0 = model_logits(module, xb, normalization)
-    if epsilon == 0:
-        return logits0.detach(), logits0.detach()
-    sign = input_gradient_sign(logits0, xb, temperature)
-    x_tilde = perturb(xb.detach(), sign, epsilon)
-    torch._dynamo.mark_dynamic(x_tilde, 0)
-    with torch.no_grad(), _autocast(dev, mixed_precision):
-        logits = model_logits(module, x_tilde, normalization)
-    return logits, logits0.detach()
+    return _perturbed_step(
+        module,
+        xb,
+        logits0,
+        dev,
+        normalization,
+        temperature,
+        epsilon,
+        mixed_precision,
+        dynamic_batch=True,
+    )
 
 
 def grid_scores(
