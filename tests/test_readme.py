@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_plugin.serving import group_alive
 from tests.conftest import REPO, SHARED_DATA
 from tests.readme_blocks import RUNNABLE, Block, command_table_entries, parse_blocks
 
@@ -145,23 +146,13 @@ def _command(block: Block, clone: Path, index: int) -> list[str]:
     return ["bash", "-euo", "pipefail", str(script)]
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_group(pgid: int) -> None:
     for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
         os.killpg(pgid, sig)
         deadline = time.monotonic() + grace
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)
 
 
@@ -199,9 +190,9 @@ def _run_block(
             )
     # A server stopped by the block's `kill %1` may take a moment to shut down.
     deadline = time.monotonic() + grace_s
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
+    while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = _group_alive(proc.pid)
+    left = group_alive(proc.pid)
     _stop_group(proc.pid)
     assert rc == 0, f"README.md line {block.line}: exit code {rc}\n{_tail(log)}"
     assert not left, (
