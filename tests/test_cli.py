@@ -563,3 +563,99 @@ def test_calibrate_names_its_rule_and_prints_its_checks(workdir, tmp_path):
     res = run_calibrate(tmp_path / "id.npz", tmp_path / "x", "--strategy", "noise",
                         "--ood-val", str(workdir / "ood.npz"))  # fmt: skip
     assert res.exit_code == 2 and "--strategy chooses without OOD data" in res.output
+
+
+# --- the grid search's flags ------------------------------------------------------------
+
+# 120 blobs against 120 noise images: subsets of ceil(0.6 · 120) = 72 >= 64, so halving
+# halves; a margin of 0.5 SE finishes 6 of the 18 pairs (4 SE would finish all).
+SEARCH_EPSILONS = (0.0, 0.001, 0.002, 0.004, 0.01, 0.03)
+
+
+@pytest.mark.parametrize(("search", "images_scored"), [("full", 240), ("halving", 240 + 144)])
+def test_search_flags_choose_as_calibrate_does(
+    workdir, tmp_path, monkeypatch, search, images_scored
+):
+    import contextlib
+
+    import odin_monitor.cli.calibrate_cmd as calibrate_cmd
+    from odin_monitor import calibrate
+
+    noise = np.random.default_rng(1).integers(0, 256, (120, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", images=noise)
+    bars = []
+
+    @contextlib.contextmanager
+    def counting_progress(total, label):
+        done = []
+        bars.append((total, done))
+        yield done.append
+
+    monkeypatch.setattr(calibrate_cmd, "progress", counting_progress)
+    res = run_calibrate(workdir / "id.npz", tmp_path / "c", "--search", search,
+                        "--subset-fraction", "0.6", "--margin-z", "0.5",
+                        "--weights", str(workdir / "weights.pt"),
+                        "--ood-val", f"noise={tmp_path / 'noise.npz'}",
+                        "--temperatures", "1,10,1000",
+                        "--epsilons", ",".join(map(str, SEARCH_EPSILONS)),
+                        "--device", "cpu")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "c" / "record.json").read_text())
+
+    net = make_smooth_net()
+    net.load_state_dict(torch.load(workdir / "weights.pt", weights_only=True))
+
+    def pixels(images):
+        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+    direct = calibrate(net.eval(), pixels(np.load(workdir / "id.npz")["images"]),
+                       pixels(noise), normalization=None, temperatures=[1, 10, 1000],
+                       epsilons=SEARCH_EPSILONS, search=search, subset_fraction=0.6,
+                       margin_z=0.5, device="cpu")  # fmt: skip
+    assert direct.chosen != (1.0, 0.0)  # not merely the tie-break's first pair
+    assert (rec["temperature"], rec["epsilon"]) == direct.chosen
+    assert rec["threshold"] == pytest.approx(direct.record.threshold, abs=1e-6)
+    assert rec["search"] == direct.record.search == search
+    finished = int(direct.search.finished.sum())
+    if search == "halving":
+        assert finished < 18  # --margin-z reached the search: 4 SE would finish all 18
+        assert f"halving search: {finished} of 18 pairs finished on every image" in res.stdout
+    else:
+        assert finished == 18 and "full search;" in res.stdout
+    # The bar's total is what the search scored: each set once, the subsets twice.
+    [(total, done)] = bars
+    assert total == sum(done) == images_scored
+
+
+def test_halving_on_sets_too_small_says_it_ran_in_full(workdir, tmp_path):
+    res = run_calibrate(workdir / "id.npz", tmp_path / "c", "--temperatures", "1,10",
+                        "--epsilons", "0,0.002", "--device", "cpu")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "full search (the sets are too small to halve)" in res.stdout
+    assert json.loads((tmp_path / "c" / "record.json").read_text())["search"] == "full"
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "expected", "got"),
+    [
+        (["--subset-fraction", "1.5"], "--subset-fraction", "in (0, 1)", "1.5"),
+        (["--subset-fraction", "nan"], "--subset-fraction", "in (0, 1)", "nan"),
+        (["--margin-z", "-1"], "--margin-z", ">= 0", "-1"),
+        (["--search", "foo"], "--search", "'halving', 'full'", "'foo'"),
+    ],
+)
+def test_bad_search_flags_are_usage_errors(workdir, tmp_path, args, flag, expected, got):
+    res = run_calibrate(workdir / "id.npz", tmp_path / "o", *args)
+    assert res.exit_code == 2, res.output
+    assert f"Invalid value for '{flag}'" in res.output
+    assert expected in res.output and got in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o").exists()
+
+
+def test_calibrate_help_states_the_search_defaults():
+    from odin_monitor.search import DEFAULT_MARGIN_Z, DEFAULT_SUBSET_FRACTION, SEARCHES
+
+    text = " ".join(invoke(["calibrate", "--help"]).output.split())
+    assert f"--search [{'|'.join(SEARCHES)}]" in text and "[default: halving]" in text
+    assert f"(default {DEFAULT_SUBSET_FRACTION:g})" in text
+    assert f"(default {DEFAULT_MARGIN_Z:g})" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
 from odin_monitor.cli._common import emit, info, parse_floats, progress
 from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options, write_calibration
@@ -18,6 +19,49 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     except ValueError as err:
         raise click.BadParameter(f"expected HxW such as 32x32, got {text!r}") from err
     return h, w
+
+
+def _check_search_option(
+    ctx: click.Context, param: click.Parameter, value: float | None
+) -> float | None:
+    """Validate ``--subset-fraction`` / ``--margin-z`` by :func:`~odin_monitor.search.check_search`.
+
+    ``None`` (not given) passes untouched, and without importing the search (torch):
+    ``calibrate --help`` stays light.
+    """
+    if value is None:
+        return None
+    from odin_monitor.errors import InputValidationError
+    from odin_monitor.search import DEFAULT_MARGIN_Z, DEFAULT_SUBSET_FRACTION, check_search
+
+    given = {"subset_fraction": DEFAULT_SUBSET_FRACTION, "margin_z": DEFAULT_MARGIN_Z}
+    given[str(param.name)] = value
+    try:
+        check_search("halving", given["subset_fraction"], given["margin_z"])
+    except InputValidationError as err:
+        # check_search speaks Python; the advice it gives is a flag here.
+        raise click.BadParameter(str(err).replace("search='full'", "--search full")) from err
+    return value
+
+
+def _search_summary(search: str | None, finished: np.ndarray | None, asked: str) -> str:
+    """Which search ran and, for halving, how many pairs it finished on every image.
+
+    Example:
+        >>> import numpy as np
+        >>> _search_summary("halving", np.array([[True, False], [True, True]]), "halving")
+        'halving search: 3 of 4 pairs finished on every image'
+        >>> _search_summary("full", None, "halving")
+        'full search (the sets are too small to halve)'
+    """
+    if search == "halving" and finished is not None:
+        return (
+            f"halving search: {int(finished.sum())} of {finished.size} pairs finished on "
+            "every image"
+        )
+    if search == "full" and asked == "halving":
+        return "full search (the sets are too small to halve)"
+    return f"{search} search"
 
 
 @click.command("calibrate")
@@ -65,6 +109,35 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--temperatures", help="Comma-separated T grid (default: the paper's 10 values).")
 @click.option("--epsilons", help="Comma-separated ε grid, pixel units (default: paper's 21).")
 @click.option("--tpr-target", default=0.95, show_default=True, type=float)
+@click.option(
+    "--search",
+    type=click.Choice(["halving", "full"]),
+    default="halving",
+    show_default=True,
+    help="How the T x ε grid is searched: halving scores every pair on a subset, then "
+    "only the pairs near the subset's best on every image (falls back to full when a "
+    "subset would hold under 64 images); full scores every pair on every image. "
+    "Trade-off: halving costs down to about half, but can miss full's pair when the "
+    "subset misleads.",
+)
+@click.option(
+    "--subset-fraction",
+    type=float,
+    metavar="FLOAT",
+    callback=_check_search_option,
+    help="Halving: share of each validation set, in (0, 1), on which every pair is scored "
+    "first (default 0.25). Trade-off: larger misses the best pair more rarely, at more "
+    "cost.",
+)
+@click.option(
+    "--margin-z",
+    type=float,
+    metavar="FLOAT",
+    callback=_check_search_option,
+    help="Halving: pairs whose subset FPR is within this many binomial standard errors "
+    "(>= 0) of the subset's best are finished on every image (default 4). Trade-off: "
+    "larger misses the best pair more rarely, and finishes more pairs.",
+)
 @click.option("--limit", type=int, help="Use only the first N images of each set.")
 @click.option("--image-size", help="HxW for folders of images of other sizes, e.g. 32x32.")
 @click.option(
@@ -111,6 +184,9 @@ def calibrate_command(
     temperatures: str | None,
     epsilons: str | None,
     tpr_target: float,
+    search: str,
+    subset_fraction: float | None,
+    margin_z: float | None,
     limit: int | None,
     image_size: str | None,
     fit: str,
@@ -194,9 +270,11 @@ def calibrate_command(
         f"calibrating on {len(x_id)} in-distribution and {n_ood} OOD validation images, "
         f"{len(temps)}x{len(eps)} grid, device {device}"
     )
-    from odin_monitor.search import DEFAULT_SUBSET_FRACTION, progress_total
+    from odin_monitor.search import DEFAULT_MARGIN_Z, DEFAULT_SUBSET_FRACTION, progress_total
 
-    total = progress_total(len(x_id), n_ood, "halving", DEFAULT_SUBSET_FRACTION)
+    fraction = DEFAULT_SUBSET_FRACTION if subset_fraction is None else subset_fraction
+    z = DEFAULT_MARGIN_Z if margin_z is None else margin_z
+    total = progress_total(len(x_id), n_ood, search, fraction)
     with progress(total, "calibrating") as advance:
         result = calibrate(
             model,
@@ -214,18 +292,24 @@ def calibrate_command(
             preprocessing=spec,
             strategy=strategy if not oods else None,  # type: ignore[arg-type]
             y_id_val=labels,
+            search=search,  # type: ignore[arg-type]
+            subset_fraction=fraction,
+            margin_z=z,
         )
     write_calibration(result, out, model_ref)
     rec = result.record
     m = rec.metrics
     for warning in rec.warnings:
         click.echo(f"warning: {warning}", err=True)
+    searched = _search_summary(
+        rec.search, None if result.search is None else result.search.finished, search
+    )
     msp_fpr, msp_auroc = m.get("msp_fpr_at_tpr", float("nan")), m.get("msp_auroc", float("nan"))
     emit(
         {"out": str(out), "record": rec.to_dict(), "calibration_sha256": rec.sha256()},
         lambda: (
             f"T={rec.temperature:g}  ε={rec.epsilon:g}  δ={rec.threshold:.6g}  "
-            f"(chosen by {rec.strategy}; validation FPR@{100 * rec.tpr_target:g}%TPR "
+            f"(chosen by {rec.strategy}, {searched}; validation FPR@{100 * rec.tpr_target:g}%TPR "
             f"{100 * m['fpr_at_tpr']:.2f}% vs MSP {100 * msp_fpr:.2f}%, "
             f"AUROC {100 * m['auroc']:.2f}% vs MSP {100 * msp_auroc:.2f}%)\n"
             + (
