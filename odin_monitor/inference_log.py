@@ -13,7 +13,9 @@ reader never sees half a part. Part names carry the first row's time, the
 calibration hash, the process id and a sequence number, so several server workers
 share one folder without coordination. :meth:`InferenceLogWriter.append` never raises
 and never waits on the disk: a request is answered whatever happens to its log rows
-(a failure is counted in :attr:`InferenceLogWriter.failures` and logged).
+(a failure is counted in :attr:`InferenceLogWriter.failures` and logged). Rows still
+waiting when the process ends, normally or by SIGTERM/SIGINT (how ``mlflow models
+serve`` is stopped), are written first: see :class:`InferenceLogWriter`.
 
 This module only needs pandas and pyarrow: it ships inside the model. Reading the
 log into monitoring batches is :mod:`odin_monitor.monitoring.inference_windows`'s job.
@@ -34,20 +36,28 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import math
 import os
 import re
 import secrets
+import signal
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from odin_monitor.errors import InputValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +66,10 @@ INFERENCE_LOG_ENV = "ODIN_INFERENCE_LOG"
 #: Model name and version written with each row when the pyfunc cannot know them.
 MODEL_NAME_ENV = "ODIN_MODEL_NAME"
 MODEL_VERSION_ENV = "ODIN_MODEL_VERSION"
+#: Longest wait of a row before the background thread writes it, in seconds (default 0.5).
+FLUSH_SECONDS_ENV = "ODIN_INFERENCE_LOG_FLUSH_SECONDS"
+#: The signals after which every accepted row is on disk before the process ends.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 #: The columns of a part file, in order.
 LOG_COLUMNS = (
@@ -191,8 +205,137 @@ class _Chunk:
     columns: dict[str, np.ndarray]
 
 
+def _import_part_writing() -> None:
+    """Import now what writing a part needs: late, the import could fail or wait.
+
+    pyarrow's pandas conversion imports ``concurrent.futures.thread`` on first use, which
+    raises once the interpreter has begun to exit (the first part written by ``atexit``
+    would be lost), and an import from a signal handler could wait on an import lock
+    the interrupted main thread holds.
+    """
+    import concurrent.futures.thread  # noqa: F401
+
+    import pyarrow.pandas_compat
+    import pyarrow.parquet  # noqa: F401
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class _StopHook:
+    """One per process: the live writers, the handlers chained to, signals put off.
+
+    The handler is installed once per signal (a fork inherits it with this object),
+    from the main thread only, and only over a handler that ends or interrupts the
+    process (not over ``SIG_IGN`` or one set outside Python).
+    """
+
+    def __init__(self) -> None:
+        self.writers: weakref.WeakSet[InferenceLogWriter] = weakref.WeakSet()
+        self.previous: dict[int, _Handler] = {}
+        self.stopping = False
+        self.deferred: list[int] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._atexit = False
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Marks this thread as holding a writer's lock (a signal then waits for the way out)."""
+        local = self._local
+        local.depth = getattr(local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            local.depth -= 1
+            if local.depth == 0 and self.deferred:
+                self._replay()
+
+    def _replay(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread defers (handlers run there)
+        signums, self.deferred = self.deferred, []
+        for signum in signums:
+            signal.raise_signal(signum)  # the handler runs now, outside any writer
+
+    def add(self, writer: InferenceLogWriter) -> None:
+        """Registers ``writer`` for the stop signals and the interpreter's exit."""
+        with self.busy(), self._lock:
+            self.writers.add(writer)
+            if not self._atexit:
+                atexit.register(self.flush_all)
+                self._atexit = True
+        self.install()
+
+    def install(self) -> None:
+        """Installs :func:`_on_stop_signal` for :data:`STOP_SIGNALS` (main thread, once)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal.signal works in the main thread only
+        for signum in STOP_SIGNALS:
+            if signum in self.previous:
+                continue
+            previous = signal.getsignal(signum)
+            if previous is None or previous == signal.SIG_IGN:
+                continue  # set outside Python (cannot chain to it), or the signal ends nothing
+            self.previous[signum] = previous  # before the handler can run
+            try:
+                signal.signal(signum, _on_stop_signal)
+            except (ValueError, OSError) as err:  # e.g. an embedding interpreter
+                del self.previous[signum]
+                logger.debug("inference log: no handler for signal %d (%s)", signum, err)
+
+    def flush_all(self) -> None:
+        """Writes every live writer's waiting rows of this process; never raises."""
+        with self.busy(), self._lock:
+            writers = list(self.writers)
+        for writer in writers:
+            writer.flush()
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Writes what waits, then hands the signal to the handler that was there before."""
+        self.stopping = True  # from now on each append writes its own rows
+        if getattr(self._local, "depth", 0):
+            # The main thread was interrupted holding a writer's lock: writing here would
+            # wait for itself. The signal is raised again when that writer is left.
+            self.deferred.append(signum)
+            return
+        self.flush_all()
+        previous = self.previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL: end the process by the signal, as it would have ended without us
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+
+_HOOK = _StopHook()
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """The handler of :data:`STOP_SIGNALS`: every accepted row to disk, then the old handler."""
+    _HOOK.on_signal(signum, frame)
+
+
 class InferenceLogWriter:
     """Appends scored rows to an inference log folder; never raises, never blocks.
+
+    Every row :meth:`append` accepted reaches the disk when the process ends normally
+    (``atexit``) or by SIGTERM or SIGINT, also under ``mlflow models serve``. uvicorn
+    (0.55) takes both signals while it serves, shuts down gracefully (in-flight requests
+    complete), restores the handlers it found and raises the signal again, so the process
+    dies by the signal and ``atexit`` never runs; MLflow's FastAPI app has no shutdown hook
+    a model could join. So the first writer created in the main thread of a process
+    installs one handler for :data:`STOP_SIGNALS` (once; never over ``SIG_IGN`` or a
+    handler set outside Python) that writes every writer's waiting rows, switches the
+    writers to writing each append's rows before it returns, and then calls the handler
+    that was there before, or, for ``SIG_DFL``, restores it and raises the signal again:
+    the process ends exactly as it would have, with the same exit status. Both ways
+    uvicorn loads a model are covered: with one worker the model loads before uvicorn
+    takes the signals, which it then hands back to this handler before dying; a worker
+    of ``--workers N`` loads it while uvicorn holds them, so this handler runs first and
+    the requests finishing during the graceful shutdown write their own rows. A signal
+    that interrupts the main thread while it holds a writer's lock is raised again as
+    soon as the lock is released (writing from inside would wait for itself).
 
     Args:
         folder: The log folder (created on the first write).
@@ -200,7 +343,8 @@ class InferenceLogWriter:
         model_version: Written with every row.
         calibration_sha256: The calibration hash (also in part names).
         flush_rows: A part is written as soon as this many rows wait.
-        flush_seconds: Rows never wait longer than this before being written.
+        flush_seconds: Rows never wait longer than this before being written (while the
+            process runs; see above for its end).
         max_pending_rows: Memory bound: rows arriving while this many wait are dropped
             (counted in :attr:`dropped_rows`).
 
@@ -240,11 +384,12 @@ class InferenceLogWriter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        atexit.register(self.flush)
+        _import_part_writing()
+        _HOOK.add(self)
 
     def _ensure_thread(self) -> None:
         """Start the flush thread in this process (again after a fork: threads do not follow)."""
-        with _START_LOCK:
+        with _HOOK.busy(), _START_LOCK:
             pid = os.getpid()
             if self._pid == pid and self._thread is not None and self._thread.is_alive():
                 return
@@ -285,7 +430,7 @@ class InferenceLogWriter:
                 c: np.array(scores[c], dtype=t) for c, t in _SCORE_DTYPES.items()
             }
             chunk = _Chunk(time.time(), request_id or uuid.uuid4().hex, n, columns)
-            with self._lock:
+            with _HOOK.busy(), self._lock:
                 if self._pending_rows + n > self.max_pending_rows:
                     self.dropped_rows += n
                     full = True
@@ -301,7 +446,9 @@ class InferenceLogWriter:
                     self.max_pending_rows,
                     n,
                 )
-            if ready:
+            if _HOOK.stopping:
+                self.flush()  # the process is ending: these rows go to disk before we return
+            elif ready:
                 self._wake.set()
         except Exception:  # the response goes out whatever happens to its log rows
             self.failures += 1
@@ -326,7 +473,7 @@ class InferenceLogWriter:
         """Write what waits as one part now; never raises (failures counted and logged)."""
         if self._pid != os.getpid():
             return  # nothing of this process's own is waiting
-        with self._write_lock:  # parts of one process are written in order
+        with _HOOK.busy(), self._write_lock:  # parts of one process are written in order
             with self._lock:
                 chunks = list(self._pending)
                 self._pending.clear()
@@ -353,6 +500,30 @@ class InferenceLogWriter:
         self._wake.set()
 
 
+def parse_flush_seconds(text: str | None, default: float = 0.5) -> float:
+    """The flush interval written in ``$ODIN_INFERENCE_LOG_FLUSH_SECONDS`` (``default`` if unset).
+
+    Raises:
+        InputValidationError: The text is not a positive, finite number of seconds.
+
+    Example:
+        >>> parse_flush_seconds("2.5"), parse_flush_seconds(None), parse_flush_seconds("")
+        (2.5, 0.5, 0.5)
+    """
+    if text is None or not text.strip():
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InputValidationError(
+            f"Expected ${FLUSH_SECONDS_ENV} to be a positive number of seconds, but got "
+            f"{text!r}. Set it to e.g. 0.5, or unset it for the default."
+        )
+    return seconds
+
+
 def writer_from_config(
     model_config: dict[str, Any] | None,
     *,
@@ -363,7 +534,11 @@ def writer_from_config(
 
     ``model_config["inference_log"]`` wins over ``$ODIN_INFERENCE_LOG``; the model name
     and version come from ``model_config["model_name"/"model_version"]``, else
-    ``$ODIN_MODEL_NAME``/``$ODIN_MODEL_VERSION``, else ``default_name`` and ``"local"``.
+    ``$ODIN_MODEL_NAME``/``$ODIN_MODEL_VERSION``, else ``default_name`` and ``"local"``;
+    the flush interval from ``$ODIN_INFERENCE_LOG_FLUSH_SECONDS`` (default 0.5 s).
+
+    Raises:
+        InputValidationError: ``$ODIN_INFERENCE_LOG_FLUSH_SECONDS`` is not a positive number.
 
     Example:
         >>> writer_from_config({}, calibration_sha256="ab" * 32) is None or True
@@ -380,4 +555,5 @@ def writer_from_config(
             conf.get("model_version") or os.environ.get(MODEL_VERSION_ENV) or "local"
         ),
         calibration_sha256=calibration_sha256,
+        flush_seconds=parse_flush_seconds(os.environ.get(FLUSH_SECONDS_ENV)),
     )
