@@ -1,22 +1,28 @@
-"""A compiled scoring copy of a classifier: BatchNorm folded, ``torch.compile``'d.
+"""A compiled ODIN step: BatchNorm folded, the whole step one ``torch.compile`` graph.
 
 An eager ODIN pass costs a forward, an input-gradient backward and a second forward,
 about 3× a plain forward. On a **copy** of the model (never the user's module) this
 module folds each eval-mode ``BatchNorm`` into the convolution or linear layer before it
-(``torch.fx``), freezes the copy's parameters, and compiles it with ``torch.compile``
-(inductor), with the batch dimension dynamic from the first call, so a smaller last chunk
-or another request size never triggers a recompilation.
+(``torch.fx``, in float64), freezes the copy's parameters, and compiles the **whole
+step** (normalisation, forward, the input gradient of ``CE(f(x)/T, ŷ)`` through
+``torch.func.grad``, the sign step and the forward on ``x̃``) as one inference graph
+(inductor with ``freezing``: the weights are constants, so on CPU the forward
+convolutions run on pre-packed oneDNN weights with their ReLU and residual adds fused).
+The batch dimension is dynamic from the first call, and ``T``, ``ε`` and the
+normalisation are tensor inputs, so neither a smaller last chunk, another request size
+nor another ``(T, ε)`` triggers a recompilation.
 
 The switch is ``compile`` on :func:`odin_monitor.scoring.odin_scores`,
 :class:`odin_monitor.OdinDetector`, the pyfunc's ``model_config`` and the CLI:
 
 * ``False``: the exact eager path.
-* ``True``: the compiled copy; where compilation is not possible (no C++ compiler for
+* ``True``: the compiled step; where compilation is not possible (no C++ compiler for
   inductor on CPU, MPS, a model dynamo cannot trace) it falls back to the eager path with
   one :class:`CompileFallbackWarning` per model, never a failure.
 * ``"auto"``: resolved by :func:`resolve_compile`: on for CPU and CUDA, off elsewhere.
   Long-running scorers (serving workers, ``monitor``) use it; one-off library calls
-  default to ``False`` because compiling costs tens of seconds before the first image.
+  default to ``False`` because compiling costs seconds to tens of seconds before the
+  first image.
 
 The copy is cached per model and device and rebuilt when the user's parameters or buffers
 change (an in-place update bumps a tensor's version counter), so scores always follow the
@@ -27,17 +33,20 @@ reorder floating-point sums.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import sys
 import threading
+import types
 import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from odin_monitor.scoring import _set_eval
@@ -46,8 +55,10 @@ __all__ = [
     "DEVICES",
     "CompileFallbackWarning",
     "CompileSetting",
+    "OdinStep",
     "ScoringCopy",
     "compiler_available",
+    "discard",
     "fold_batchnorm",
     "mark_failed",
     "parse_compile_setting",
@@ -165,22 +176,96 @@ def _fingerprint(model: nn.Module) -> tuple[tuple[int, int], ...]:
     return tuple((id(t), t._version) for t in tensors)
 
 
+class OdinStep(nn.Module):
+    """One ODIN step of a (folded) model as a single graph.
+
+    ``forward(x, temperature, epsilon, mean, std, amp_dtype)`` returns the perturbed
+    logits ``f(x̃)`` and the unperturbed ``f(x)``, both float32, exactly as the eager
+    step computes them: ``ŷ = argmax f(x)``, the gradient of
+    ``CE(f(x) / T, ŷ)`` (sum over the batch) with respect to the pixels,
+    ``x̃ = x - ε · sign(∇)``. The gradient comes from ``torch.func.grad``, so the whole
+    step traces into one graph and runs under ``torch.no_grad()``. ``epsilon=None``
+    skips the gradient: ``f(x)`` twice.
+
+    ``temperature``, ``epsilon``, ``mean`` and ``std`` are tensors (graph inputs, not
+    constants), so other values never recompile; ``mean=None`` means raw pixels.
+
+    Example:
+        >>> step = OdinStep(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)))
+        >>> x = torch.rand(2, 1, 2, 2)
+        >>> with torch.no_grad():
+        ...     tilde, plain = step(x, torch.tensor(10.0), torch.tensor(0.01), None, None)
+        >>> tilde.shape, bool((tilde.max(1).values >= plain.max(1).values).all())
+        (torch.Size([2, 3]), True)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def logits(
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor | None,
+        std: torch.Tensor | None,
+        amp_dtype: torch.dtype | None,
+    ) -> torch.Tensor:
+        """``f((x - mean) / std)`` as float32, under autocast when ``amp_dtype`` is set."""
+        z = x if mean is None or std is None else (x - mean) / std
+        cast = (
+            torch.autocast(device_type=x.device.type, dtype=amp_dtype)
+            if amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with cast:
+            return self.model(z).float()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        temperature: torch.Tensor,
+        epsilon: torch.Tensor | None,
+        mean: torch.Tensor | None,
+        std: torch.Tensor | None,
+        amp_dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f(x̃), f(x))`` of one chunk; ``epsilon=None`` gives ``(f(x), f(x))``."""
+        if epsilon is None:
+            plain = self.logits(x, mean, std, amp_dtype)
+            return plain, plain
+
+        def loss(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.logits(xi, mean, std, amp_dtype)
+            predicted = logits.detach().argmax(dim=1)
+            return F.cross_entropy(logits / temperature, predicted, reduction="sum"), logits
+
+        grad, plain = torch.func.grad(loss, has_aux=True)(x)
+        return self.logits(x - epsilon * torch.sign(grad), mean, std, amp_dtype), plain
+
+
 @dataclass
 class ScoringCopy:
-    """The compiled copy of one model on one device, and what it has cost.
+    """The compiled step of one model on one device, and what it has cost.
 
     Attributes:
-        module: What scoring runs: the folded copy under ``torch.compile``.
+        step: What scoring runs: the :class:`OdinStep` over the folded copy, under
+            ``torch.compile`` through a function with its own code object (dynamo
+            caches, counts recompilations and gives up per code object, so one model
+            never uses up or spoils another's); call it under ``torch.no_grad()``.
         device: Where the copy lives.
-        compilations: Graphs compiled so far (a forward with input gradient and a
-            no-grad forward per mode; a recompilation shows as a higher count).
+        compilations: Graphs compiled so far (one per kind of step: with a gradient
+            step, without one (``ε = 0``), per autocast setting; a recompilation shows
+            as a higher count).
+        image_shape: The ``(C, H, W)`` the step was compiled for; images of another
+            shape are scored eagerly instead of compiling again.
         failed: Set once compilation failed; scoring then uses the eager path.
     """
 
-    module: nn.Module
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     device: torch.device
     fingerprint: tuple[tuple[int, int], ...]
     compilations: int = 0
+    image_shape: tuple[int, ...] | None = None
     failed: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -191,31 +276,54 @@ _COPIES_GUARD = threading.Lock()
 
 def _counting_backend(entry: ScoringCopy) -> Callable[..., Any]:
     def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        import torch._inductor.config as inductor_config
         from torch._inductor.compile_fx import compile_fx
 
         entry.compilations += 1
-        return compile_fx(gm, example_inputs)
+        # The step is an inference graph over a private, frozen copy: its weights are
+        # constants (pre-packed for oneDNN on CPU, folded into the kernels).
+        with inductor_config.patch(freezing=True):
+            return compile_fx(gm, example_inputs)
 
     return backend
 
 
+def _own_code(step: OdinStep) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """A function calling ``step`` whose code object belongs to it alone.
+
+    Dynamo keys its cache, its recompilation limit and its "skip this code" mark (set
+    when tracing meets an error, e.g. a wrong input shape) on code objects; every
+    :class:`OdinStep` shares ``OdinStep.forward``'s, so without a private copy the
+    ninth model of a process, or any model after one bad input, would silently run
+    uncompiled.
+    """
+
+    def run(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return step(*args)
+
+    return types.FunctionType(
+        run.__code__.replace(), run.__globals__, run.__name__, None, run.__closure__
+    )
+
+
 def _build(model: nn.Module, device: torch.device) -> ScoringCopy:
     folded = fold_batchnorm(model).to(device)
-    entry = ScoringCopy(module=folded, device=device, fingerprint=_fingerprint(model))
-    compiled = torch.compile(folded, backend=_counting_backend(entry), dynamic=False)
-    entry.module = cast(nn.Module, compiled)
+    step = OdinStep(folded).eval()
+    run = _own_code(step)
+    entry = ScoringCopy(step=run, device=device, fingerprint=_fingerprint(model))
+    entry.step = torch.compile(run, backend=_counting_backend(entry), dynamic=False)
     return entry
 
 
 def scoring_copy(model: nn.Module, device: torch.device) -> ScoringCopy:
-    """The cached compiled copy of ``model`` on ``device``, rebuilt if the model changed.
+    """The cached compiled step of ``model`` on ``device``, rebuilt if the model changed.
 
     Args:
         model: The user's classifier (read, never modified).
         device: Where scoring runs.
 
     Returns:
-        The :class:`ScoringCopy`; check ``failed`` before using ``module``.
+        The :class:`ScoringCopy`; check ``failed`` before using ``step``.
     """
     key = str(device)
     with _COPIES_GUARD:
@@ -224,6 +332,18 @@ def scoring_copy(model: nn.Module, device: torch.device) -> ScoringCopy:
         if entry is None or entry.fingerprint != _fingerprint(model):
             entry = per_model[key] = _build(model, device)
         return entry
+
+
+def discard(model: nn.Module, device: torch.device, entry: ScoringCopy) -> None:
+    """Forget ``entry`` (if still cached) so the next call compiles a fresh step.
+
+    Called after an input error met the compiler before any graph was compiled:
+    dynamo has then marked the step's code as one to skip.
+    """
+    with _COPIES_GUARD:
+        per_model = _COPIES.get(model, {})
+        if per_model.get(str(device)) is entry:
+            del per_model[str(device)]
 
 
 #: Devices where inductor's kernels are verified here (others score eagerly).

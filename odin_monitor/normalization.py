@@ -17,7 +17,7 @@ import torch
 
 from odin_monitor.errors import InputValidationError
 
-__all__ = ["IMAGENET_NORMALIZATION", "Normalization", "normalize"]
+__all__ = ["IMAGENET_NORMALIZATION", "Normalization", "channel_statistics", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,24 @@ def normalize(x: torch.Tensor, normalization: Normalization | None) -> torch.Ten
     """
     if normalization is None:
         return x
+    mean, std = channel_statistics(x, normalization)
+    return (x - mean) / std
+
+
+def channel_statistics(
+    x: torch.Tensor, normalization: Normalization
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as ``(1, C, 1, 1)`` tensors of ``x``'s dtype and device.
+
+    Raises:
+        InputValidationError: ``x`` does not have the normalisation's channel count.
+
+    Example:
+        >>> norm = Normalization(mean=(0.5, 0.0), std=(1.0, 0.5))
+        >>> mean, std = channel_statistics(torch.zeros(1, 2, 3, 3), norm)
+        >>> mean.shape, std.flatten().tolist()
+        (torch.Size([1, 2, 1, 1]), [1.0, 0.5])
+    """
     if x.shape[1] != normalization.channels:
         raise InputValidationError(
             f"Expected images with {normalization.channels} channels to match the normalisation, "
@@ -115,7 +133,7 @@ def normalize(x: torch.Tensor, normalization: Normalization | None) -> torch.Ten
         )
     mean = torch.tensor(normalization.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(normalization.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return mean, std
 
 
 #: The ImageNet channel statistics, the most common preprocessing of RGB classifiers.

@@ -39,7 +39,7 @@ from torch import nn
 
 from odin_monitor.errors import InputValidationError
 from odin_monitor.hyper import check_epsilon, check_temperature
-from odin_monitor.normalization import Normalization, normalize
+from odin_monitor.normalization import Normalization, channel_statistics, normalize
 
 __all__ = [
     "GridPass",
@@ -202,7 +202,15 @@ def model_logits(
     model: nn.Module, x: torch.Tensor, normalization: Normalization | None
 ) -> torch.Tensor:
     """``f(normalize(x))`` as float32, checked to be logits of shape ``(N, K)``, ``K >= 2``."""
-    out = model(normalize(x, normalization))
+    return check_logits(model(normalize(x, normalization)), x).float()
+
+
+def check_logits(out: Any, x: torch.Tensor) -> torch.Tensor:
+    """``out`` if it is logits ``(N, K)``, ``K >= 2``, for the input ``x`` of ``N`` images.
+
+    Raises:
+        InputValidationError: Anything else, saying what came.
+    """
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputValidationError(
@@ -213,7 +221,7 @@ def model_logits(
         raise InputValidationError(
             f"Expected logits for at least 2 classes, but the model returned {out.shape[1]}."
         )
-    return out.float()
+    return out
 
 
 # Models that failed on a channels_last input (e.g. ``.view`` on a non-contiguous
@@ -408,19 +416,12 @@ def _perturbed_step(
     temperature: float,
     epsilon: float,
     mixed_precision: bool,
-    *,
-    dynamic_batch: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """From the attached forward ``(xb, f(xb))``: the step, then ``f(x̃)``; both detached.
-
-    ``dynamic_batch`` marks ``x̃``'s batch dimension dynamic for a compiled model.
-    """
+    """From the attached forward ``(xb, f(xb))``: the step, then ``f(x̃)``; both detached."""
     if epsilon == 0:
         return logits0.detach(), logits0.detach()
     sign = input_gradient_sign(logits0, xb, temperature)
     x_tilde = perturb(xb.detach(), sign, epsilon)
-    if dynamic_batch:
-        torch._dynamo.mark_dynamic(x_tilde, 0)
     with torch.no_grad(), _autocast(dev, mixed_precision):
         logits = model_logits(model, x_tilde, normalization)
     return logits, logits0.detach()
@@ -435,7 +436,7 @@ def _compiled_step(
     epsilon: float,
     mixed_precision: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_eager_step` on the compiled copy; the eager step where that cannot run.
+    """:func:`_eager_step` on the compiled step; the eager step where that cannot run.
 
     The batch dimension is marked dynamic, so every chunk size shares one compiled
     graph; a chunk of one image is scored as two copies of it (compilers specialise
@@ -447,25 +448,33 @@ def _compiled_step(
         compiled.warn_unsupported(model, dev)
         return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
     entry = compiled.scoring_copy(model, dev)
-    if entry.failed is not None:
+    shape = tuple(x.shape[1:])
+    if entry.failed is not None or entry.image_shape not in (None, shape):
+        # Compiled for another image shape (or not at all): eager, no recompilation.
         return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
     single = x.shape[0] == 1
     xc = x.expand(2, *x.shape[1:]) if single else x
     try:
         with entry.lock:
             logits, logits0 = _run_compiled(
-                entry.module, xc, dev, normalization, temperature, epsilon, mixed_precision
+                entry.step, xc, dev, normalization, temperature, epsilon, mixed_precision
             )
     except Exception as err:  # decided below: the compiler or the input?
         # The eager step raises the input's own error; if it succeeds, compiling failed.
-        out = _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+        try:
+            out = _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+        except Exception:
+            if entry.image_shape is None:  # dynamo now skips this step's code: start afresh
+                compiled.discard(model, dev, entry)
+            raise
         compiled.mark_failed(entry, model, err)
         return out
+    entry.image_shape = shape
     return (logits[:1], logits0[:1]) if single else (logits, logits0)
 
 
 def _run_compiled(
-    module: nn.Module,
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     x: torch.Tensor,
     dev: torch.device,
     normalization: Normalization | None,
@@ -473,21 +482,22 @@ def _run_compiled(
     epsilon: float,
     mixed_precision: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    xb = x.to(dev, dtype=torch.float32).contiguous().requires_grad_(epsilon > 0)
+    """One chunk through :class:`odin_monitor.compiled.OdinStep`, checked as eager checks."""
+    xb = x.to(dev, dtype=torch.float32).contiguous()
+    mean, std = (None, None) if normalization is None else channel_statistics(xb, normalization)
     torch._dynamo.mark_dynamic(xb, 0)
-    with _autocast(dev, mixed_precision):
-        logits0 = model_logits(module, xb, normalization)
-    return _perturbed_step(
-        module,
-        xb,
-        logits0,
-        dev,
-        normalization,
-        temperature,
-        epsilon,
-        mixed_precision,
-        dynamic_batch=True,
-    )
+    temp = torch.tensor(temperature, dtype=torch.float32, device=dev)
+    eps = torch.tensor(epsilon, dtype=torch.float32, device=dev) if epsilon > 0 else None
+    with torch.no_grad():
+        logits, logits0 = step(
+            xb,
+            temp,
+            eps,
+            mean,
+            std,
+            torch.bfloat16 if mixed_precision else None,
+        )
+    return check_logits(logits, xb), check_logits(logits0, xb)
 
 
 def grid_scores(

@@ -96,8 +96,8 @@ def test_compiled_matches_eager_and_compiles_once_for_every_batch_size() -> None
     entry = scoring_copy(net, CPU)
     assert entry.failed is None
     graphs = entry.compilations
-    # A forward with the input attached and a no-grad forward on the perturbed input.
-    assert graphs == 2
+    # The whole step (forward, input gradient, step, forward on x̃) is one graph.
+    assert graphs == 1
     torch.testing.assert_close(first, eager, atol=1e-6, rtol=0)
     # Other sizes, a last chunk of one image, a single image: no recompilation.
     again = _score(net, x, compile=True, batch_size=5)  # 5, 5, 1
@@ -105,6 +105,38 @@ def test_compiled_matches_eager_and_compiles_once_for_every_batch_size() -> None
     assert entry.compilations == graphs
     torch.testing.assert_close(again, eager, atol=1e-6, rtol=0)
     torch.testing.assert_close(one, eager[:, :1], atol=1e-6, rtol=0)
+
+
+def test_other_temperatures_epsilons_and_shapes_do_not_recompile() -> None:
+    net = _bn_net(11)
+    x = _x(6)
+    kwargs = {"normalization": None, "batch_size": 4}
+    for t, eps in [(1.0, 0.0), (1000.0, 0.002), (10.0, 0.0005), (2.0, 0.0)]:
+        fast = odin_scores(net, x, temperature=t, epsilon=eps, compile=True, **kwargs)
+        slow = odin_scores(net, x, temperature=t, epsilon=eps, **kwargs)
+        torch.testing.assert_close(fast.odin_score, slow.odin_score, atol=1e-6, rtol=0)
+    entry = scoring_copy(net, CPU)
+    assert entry.compilations == 2  # one graph with the gradient step, one for ε = 0
+    # Images of another size (the model pools adaptively): scored eagerly, not compiled.
+    big = torch.rand(3, 3, 12, 12)
+    fast = odin_scores(net, big, temperature=5.0, epsilon=0.001, compile=True, **kwargs)
+    slow = odin_scores(net, big, temperature=5.0, epsilon=0.001, **kwargs)
+    assert torch.equal(fast.odin_score, slow.odin_score)  # the exact eager path
+    assert entry.compilations == 2
+
+
+def test_many_models_and_a_bad_input_leave_later_models_compiled() -> None:
+    """Dynamo gives up on a code object after 8 recompilations or one tracing error."""
+    x = _x(4)
+    nets = [_bn_net(20 + i) for i in range(10)]
+    bad = nets[0]
+    with pytest.raises(RuntimeError):
+        _score(bad, torch.rand(2, 4, 8, 8), compile=True)  # 4 channels for 3
+    for net in nets:
+        torch.testing.assert_close(
+            _score(net, x, compile=True), _score(net, x, compile=False), atol=1e-6, rtol=0
+        )
+        assert scoring_copy(net, CPU).compilations == 1, nets.index(net)
 
 
 def test_scoring_follows_the_user_model_when_it_changes() -> None:
@@ -169,7 +201,7 @@ def test_detector_switch_and_warm_up() -> None:
     det.warm_up()
     entry = scoring_copy(net, CPU)
     graphs = entry.compilations
-    assert graphs == 2  # compiled at warm-up, before any batch
+    assert graphs == 1  # compiled at warm-up, before any batch
     scores = det.score_batch(_x(13, seed=9))
     assert entry.compilations == graphs
     eager = OdinDetector(net, normalization=None, batch_size=8).fit(_x(40))
