@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import shutil
 import sys
 import threading
@@ -64,6 +65,7 @@ __all__ = [
     "parse_compile_setting",
     "resolve_compile",
     "scoring_copy",
+    "sub_chunk",
     "warn_unsupported",
 ]
 
@@ -332,6 +334,32 @@ def scoring_copy(model: nn.Module, device: torch.device) -> ScoringCopy:
         if entry is None or entry.fingerprint != _fingerprint(model):
             entry = per_model[key] = _build(model, device)
         return entry
+
+
+#: On CPU the compiled step runs on sub-chunks of about this many input bytes, within
+#: :data:`SUB_CHUNK_IMAGES`, so that activations stay in cache. Measured on ResNet-20
+#: and ResNet-56 (CIFAR, 2 cores, one process, interleaved): sub-chunks of 64 images
+#: took 0.67× and 0.75× the time of one 256-image call; 32 and 128 were slower than 64.
+CPU_SUB_CHUNK_BYTES = 1 << 20
+#: Fewest and most images per CPU sub-chunk.
+SUB_CHUNK_IMAGES = (8, 64)
+
+
+def sub_chunk(device: torch.device, image_shape: tuple[int, ...]) -> int | None:
+    """Images per call of the compiled step: a cache-sized share on CPU, all elsewhere.
+
+    Example:
+        >>> cpu = torch.device("cpu")
+        >>> sub_chunk(cpu, (3, 32, 32)), sub_chunk(cpu, (3, 224, 224))
+        (64, 8)
+        >>> sub_chunk(torch.device("cuda"), (3, 32, 32)) is None
+        True
+    """
+    if device.type != "cpu":
+        return None
+    per_image = 4 * max(1, math.prod(image_shape))
+    low, high = SUB_CHUNK_IMAGES
+    return max(low, min(high, CPU_SUB_CHUNK_BYTES // per_image))
 
 
 def discard(model: nn.Module, device: torch.device, entry: ScoringCopy) -> None:

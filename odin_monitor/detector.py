@@ -226,14 +226,17 @@ class OdinDetector:
         """Whether scoring runs on the compiled copy (``compile`` resolved for the device)."""
         return resolve_compile(self.compile, self._device())
 
-    def warm_up(self, n_images: int = 2) -> OdinDetector:
-        """Run one small batch so a compiled copy is built now, not on the first request.
+    def warm_up(self, sizes: Sequence[int] = (2, 16)) -> OdinDetector:
+        """Score small batches so a compiled step is built now, not on the first request.
 
         Serving workers call it at load. With ``compile=False`` it only checks that the
-        model runs. Scores of the warm-up batch (zeros) are discarded.
+        model runs. Scores of the warm-up batches (zeros) are discarded.
 
         Args:
-            n_images: Images in the warm-up batch (2 covers every batch size).
+            sizes: Batch sizes to run. The default covers every batch size: compilers
+                specialise size 1 (scored as two copies), and PyTorch picks a
+                convolution's kernel by batch size (below 16 or not on CPU), so the
+                compiled step has one graph for 2–15 images and one for 16 or more.
 
         Returns:
             ``self``.
@@ -246,7 +249,8 @@ class OdinDetector:
         """
         self._check_fitted()
         self._validate_params()
-        self._score(torch.zeros(n_images, *self.input_shape_))
+        for n in sizes:
+            self._score(torch.zeros(int(n), *self.input_shape_))
         return self
 
     def fit(

@@ -436,12 +436,7 @@ def _compiled_step(
     epsilon: float,
     mixed_precision: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_eager_step` on the compiled step; the eager step where that cannot run.
-
-    The batch dimension is marked dynamic, so every chunk size shares one compiled
-    graph; a chunk of one image is scored as two copies of it (compilers specialise
-    size 1), which changes nothing in eval mode.
-    """
+    """:func:`_eager_step` on the compiled step; the eager step where that cannot run."""
     from odin_monitor import compiled
 
     if dev.type not in compiled.DEVICES:
@@ -452,12 +447,10 @@ def _compiled_step(
     if entry.failed is not None or entry.image_shape not in (None, shape):
         # Compiled for another image shape (or not at all): eager, no recompilation.
         return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
-    single = x.shape[0] == 1
-    xc = x.expand(2, *x.shape[1:]) if single else x
     try:
         with entry.lock:
             logits, logits0 = _run_compiled(
-                entry.step, xc, dev, normalization, temperature, epsilon, mixed_precision
+                entry.step, x, dev, normalization, temperature, epsilon, mixed_precision
             )
     except Exception as err:  # decided below: the compiler or the input?
         # The eager step raises the input's own error; if it succeeds, compiling failed.
@@ -470,7 +463,7 @@ def _compiled_step(
         compiled.mark_failed(entry, model, err)
         return out
     entry.image_shape = shape
-    return (logits[:1], logits0[:1]) if single else (logits, logits0)
+    return logits, logits0
 
 
 def _run_compiled(
@@ -482,22 +475,32 @@ def _run_compiled(
     epsilon: float,
     mixed_precision: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk through :class:`odin_monitor.compiled.OdinStep`, checked as eager checks."""
-    xb = x.to(dev, dtype=torch.float32).contiguous()
+    """A chunk through :class:`odin_monitor.compiled.OdinStep`, checked as eager checks.
+
+    On CPU the chunk runs in sub-chunks of :func:`odin_monitor.compiled.sub_chunk`
+    images (their activations stay in cache); the batch dimension is marked dynamic, so
+    every size shares one graph, and a sub-chunk of one image is scored as two copies of
+    it (compilers specialise size 1), which changes nothing in eval mode.
+    """
+    from odin_monitor.compiled import sub_chunk
+
+    xb = x.to(dev, dtype=torch.float32)
     mean, std = (None, None) if normalization is None else channel_statistics(xb, normalization)
-    torch._dynamo.mark_dynamic(xb, 0)
     temp = torch.tensor(temperature, dtype=torch.float32, device=dev)
     eps = torch.tensor(epsilon, dtype=torch.float32, device=dev) if epsilon > 0 else None
+    amp = torch.bfloat16 if mixed_precision else None
+    perturbed: list[torch.Tensor] = []
+    plain: list[torch.Tensor] = []
     with torch.no_grad():
-        logits, logits0 = step(
-            xb,
-            temp,
-            eps,
-            mean,
-            std,
-            torch.bfloat16 if mixed_precision else None,
-        )
-    return check_logits(logits, xb), check_logits(logits0, xb)
+        for sl in _chunks(xb.shape[0], sub_chunk(dev, tuple(xb.shape[1:]))):
+            part = xb[sl]
+            n = part.shape[0]
+            part = (part.expand(2, *part.shape[1:]) if n == 1 else part).contiguous()
+            torch._dynamo.mark_dynamic(part, 0)
+            logits, logits0 = step(part, temp, eps, mean, std, amp)
+            perturbed.append(check_logits(logits, part)[:n])
+            plain.append(check_logits(logits0, part)[:n])
+    return torch.cat(perturbed), torch.cat(plain)
 
 
 def grid_scores(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,19 +111,30 @@ def test_compiled_matches_eager_and_compiles_once_for_every_batch_size() -> None
 def test_other_temperatures_epsilons_and_shapes_do_not_recompile() -> None:
     net = _bn_net(11)
     x = _x(6)
-    kwargs = {"normalization": None, "batch_size": 4}
+    kwargs: dict[str, Any] = {"normalization": None, "batch_size": None}
     for t, eps in [(1.0, 0.0), (1000.0, 0.002), (10.0, 0.0005), (2.0, 0.0)]:
         fast = odin_scores(net, x, temperature=t, epsilon=eps, compile=True, **kwargs)
         slow = odin_scores(net, x, temperature=t, epsilon=eps, **kwargs)
         torch.testing.assert_close(fast.odin_score, slow.odin_score, atol=1e-6, rtol=0)
     entry = scoring_copy(net, CPU)
     assert entry.compilations == 2  # one graph with the gradient step, one for ε = 0
+    # One chunk of 65 runs as CPU sub-chunks of 64 and 1 (scored as two copies). PyTorch
+    # picks a convolution kernel by batch size (< 16 or not), so 16 and more images
+    # take one more graph, and only one: later sizes on either side compile nothing.
+    assert compiled_mod.sub_chunk(CPU, (3, 8, 8)) == 64
+    for n, graphs in [(65, 3), (30, 3), (7, 3), (64, 3)]:
+        many = _x(n, seed=n)
+        fast = odin_scores(net, many, temperature=7.0, epsilon=0.001, compile=True, **kwargs)
+        slow = odin_scores(net, many, temperature=7.0, epsilon=0.001, **kwargs)
+        torch.testing.assert_close(fast.odin_score, slow.odin_score, atol=1e-6, rtol=0)
+        assert torch.equal(fast.predicted_class, slow.predicted_class)
+        assert entry.compilations == graphs, n
     # Images of another size (the model pools adaptively): scored eagerly, not compiled.
     big = torch.rand(3, 3, 12, 12)
     fast = odin_scores(net, big, temperature=5.0, epsilon=0.001, compile=True, **kwargs)
     slow = odin_scores(net, big, temperature=5.0, epsilon=0.001, **kwargs)
     assert torch.equal(fast.odin_score, slow.odin_score)  # the exact eager path
-    assert entry.compilations == 2
+    assert entry.compilations == 3
 
 
 def test_many_models_and_a_bad_input_leave_later_models_compiled() -> None:
@@ -197,15 +209,16 @@ def test_a_bad_input_is_the_input_error_not_a_compile_failure() -> None:
 
 def test_detector_switch_and_warm_up() -> None:
     net = _bn_net(6)
-    det = OdinDetector(net, normalization=None, compile=True, batch_size=8).fit(_x(40))
-    det.warm_up()
+    x_fit = _x(40)
+    det = OdinDetector(net, normalization=None, batch_size=64).fit(x_fit)  # eager fit
+    det.set_params(compile=True).warm_up()
     entry = scoring_copy(net, CPU)
-    graphs = entry.compilations
-    assert graphs == 1  # compiled at warm-up, before any batch
-    scores = det.score_batch(_x(13, seed=9))
-    assert entry.compilations == graphs
-    eager = OdinDetector(net, normalization=None, batch_size=8).fit(_x(40))
-    np.testing.assert_allclose(scores.odin_score, eager.score_samples(_x(13, seed=9)), atol=1e-6)
+    assert entry.compilations == 2  # both graphs (2–15 and 16+ images) at warm-up
+    eager = OdinDetector(net, normalization=None, batch_size=64).fit(x_fit)
+    for n in (13, 65, 1):
+        scores = det.score_batch(_x(n, seed=9))
+        np.testing.assert_allclose(scores.odin_score, eager.score_samples(_x(n, seed=9)), atol=1e-6)
+    assert entry.compilations == 2  # no request compiled anything
     with pytest.raises(InputValidationError, match="True, False or 'auto'"):
         OdinDetector(net, normalization=None, compile="fast").fit(_x(4))  # type: ignore[arg-type]
 
