@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,6 +244,7 @@ def running_server(
     guarded: bool = False,
     max_body_bytes: int | None = None,
     max_error_chars: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``mlflow models serve``, wait for ``/ping``, and always stop it by PID.
 
@@ -257,6 +258,7 @@ def running_server(
         guarded: Serve behind :mod:`mlflow_plugin.asgi`'s body cap and short errors.
         max_body_bytes: The body cap of a guarded server (default 64 MiB).
         max_error_chars: The error-reply cap of a guarded server.
+        extra_env: More environment for the server (e.g. ``{"ODIN_COMPILE": "true"}``).
 
     Yields:
         The :class:`RunningServer`.
@@ -272,6 +274,7 @@ def running_server(
         )
     else:
         cmd, env = serve_command(model_uri, port, workers=workers), serve_env(tracking_uri)
+    env.update(extra_env or {})
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(log_file.open("wb")) if log_file is not None else None

@@ -51,6 +51,11 @@ def _parser(prog: str = "python -m odin_monitor.bench.serve") -> argparse.Argume
         default="PNG",
         help="encoding of the image requests' files (default PNG, lossless)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="score on the compiled step in the servers (ODIN_COMPILE=true) and in process",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", type=Path, help="write the markdown report here")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
@@ -82,6 +87,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         seed=args.seed,
         formats=args.formats,
         file_format=args.file_format,
+        compile=args.compile,
         log=log,
     )
     publish(format_markdown(result), args.markdown, args.json, result.to_dict())

@@ -168,6 +168,7 @@ def run_serve(
     seed: int = 0,
     formats: Sequence[str] = FORMATS,
     file_format: str = "PNG",
+    compile: bool = False,
     log: Log | None = None,
 ) -> ServeResult:
     """Benchmark ``mlflow models serve`` of an ``odin`` model on 127.0.0.1.
@@ -193,6 +194,9 @@ def run_serve(
         seed: Seed of the noise images and the random-weight fallback.
         formats: Request kinds: ``"float"`` (float JSON), ``"image"`` (base64 files).
         file_format: Encoding of the image requests' files: ``"PNG"`` or ``"JPEG"``.
+        compile: Score on the compiled step (:mod:`odin_monitor.compiled`) in the servers
+            (``ODIN_COMPILE=true``, compiled at load) and in process (warmed up before
+            timing); default the eager path.
         log: Called with one progress line per step; default silent.
 
     Returns:
@@ -224,10 +228,13 @@ def run_serve(
         if not folders:
             raise ValueError(f"Nothing to measure: {' '.join(notes)}")
         first = next(iter(folders.values()))
-        det = mlflow_plugin.load_model(str(first), device="cpu")
+        det = mlflow_plugin.load_model(str(first), device="cpu", compile=compile)
+        if compile:
+            det.warm_up()
         spec = mlflow_plugin.load_record(str(first)).preprocessing
         shape = tuple(int(s) for s in det.input_shape_)
         desc += f"; input {shape}, {det.n_classes_} classes, served batch_size {det.batch_size}"
+        desc += "; compiled scorer (ODIN_COMPILE=true)" if compile else "; eager scorer"
         if "image" in folders and spec is None:
             raise ValueError(f"The image model {folders['image']} has no preprocessing spec.")
         images = _request_images(data, shape, file_format, max(sizes) * 2, seed)
@@ -247,6 +254,7 @@ def run_serve(
                         tracking_uri=tracking_uri,
                         log_file=tmp / f"server-{fmt}.log",
                         timeout=_PING_TIMEOUT_S,
+                        extra_env={"ODIN_COMPILE": "true"} if compile else None,
                     )
                 )
                 say(f"{fmt} server pid {server.proc.pid} ready after {server.start_seconds:.1f} s")
