@@ -271,3 +271,15 @@ def test_cpu_peak_memory_subprocess_reports_a_positive_rise():
     }
     peak = timing.cpu_peak_mb_subprocess(spec)
     assert peak is not None and peak > 0
+
+
+def test_sub_chunk_ab_sets_the_size_only_while_timing() -> None:
+    import odin_monitor.compiled as compiled_mod
+    from odin_monitor.bench.speed.sub_chunks import _with_sub_chunk
+
+    cpu = torch.device("cpu")
+    before = compiled_mod.sub_chunk(cpu, (3, 32, 32))
+    seen = _with_sub_chunk(lambda x: compiled_mod.sub_chunk(cpu, tuple(x.shape[1:])), 7)
+    assert seen(torch.zeros(1, 3, 32, 32)) == 7
+    assert _with_sub_chunk(lambda x: compiled_mod.sub_chunk(cpu, (3, 32, 32)), None)(None) is None
+    assert compiled_mod.sub_chunk(cpu, (3, 32, 32)) == before == 64
