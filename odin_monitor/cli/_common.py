@@ -125,8 +125,9 @@ def compile_option(default: str, when: str) -> Callable[[Any], Any]:
         type=click.Choice(["auto", "true", "false"], case_sensitive=False),
         default=default,
         show_default=True,
-        help="Score on a compiled copy of the classifier (BatchNorm folded, torch.compile; "
-        "compiled once at start, tens of seconds on a CPU; auto: on for CPU with a C++ "
+        help="Score on a compiled copy of the classifier (BatchNorm folded, the ODIN step "
+        "one torch.compile graph; compiled once at start, seconds to a minute on a CPU; "
+        "auto: on for CPU with a C++ "
         f"compiler and CUDA{when}). Falls back to eager with a warning where it cannot.",
     )
 
