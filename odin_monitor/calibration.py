@@ -283,6 +283,7 @@ def calibrate(
     search: Search = "halving",
     subset_fraction: float = DEFAULT_SUBSET_FRACTION,
     margin_z: float = DEFAULT_MARGIN_Z,
+    compile: bool = False,
 ) -> CalibrationResult:
     """Choose ``(T, ε)`` minimising FPR at ``tpr_target`` and fit δ.
 
@@ -331,6 +332,11 @@ def calibrate(
             (halving; default 0.25).
         margin_z: Contenders are the pairs whose subset FPR is within this many
             binomial standard errors of the subset's best (halving; default 4).
+        compile: Run the grid's forwards on perturbed inputs on the compiled step
+            (:mod:`odin_monitor.compiled`; the gradient signs stay eager), and give the
+            detector ``compile=True``. Scores then match the eager grid within float32
+            rounding, so a pair whose FPR ties another's within that rounding could be
+            chosen instead of it.
 
     Returns:
         :class:`CalibrationResult` with the fitted detector, its record and the grid.
@@ -369,6 +375,7 @@ def calibrate(
         mixed_precision=mixed_precision,
         device=device,
         progress=progress,
+        compile=compile,
     )
     grid = CalibrationGrid.from_scores(
         found.id_pass.scores.numpy(), found.ood_pass.scores.numpy(), temps, eps, tpr
@@ -384,6 +391,7 @@ def calibrate(
         mixed_precision=mixed_precision,
         device=device,
         class_names=class_names,
+        compile=compile,
     ).fit(
         x_id,
         source_name=id_name,

@@ -338,6 +338,7 @@ def search_grid(
     mixed_precision: bool = False,
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
+    compile: bool = False,
 ) -> SearchResult:
     """Score the grid on validation images by the named search (module docstring).
 
@@ -360,6 +361,8 @@ def search_grid(
         mixed_precision: As in :func:`odin_monitor.odin_scores`.
         device: Where to compute.
         progress: Called with the number of images finished after each chunk.
+        compile: Perturbed forwards on the compiled step
+            (:func:`odin_monitor.scoring.grid_pass`).
 
     Returns:
         :class:`SearchResult`.
@@ -387,6 +390,7 @@ def search_grid(
             mixed_precision=mixed_precision,
             device=device,
             progress=progress,
+            compile=compile,
         )
 
     n_in, n_out = int(x_id.shape[0]), int(x_ood.shape[0])

@@ -281,3 +281,32 @@ def test_an_unsupported_device_scores_eagerly_with_one_warning(
     messages = [str(w.message) for w in caught if issubclass(w.category, CompileFallbackWarning)]
     assert len(messages) == 1 and "not on cpu" in messages[0]
     assert torch.equal(first, _score(net, x, compile=False))
+
+
+def test_calibration_with_compiled_forwards_chooses_as_eager() -> None:
+    from odin_monitor import calibrate
+
+    net = _bn_net(40)
+    x_id = _x(96, seed=41)
+    x_ood = torch.rand(96, 3, 8, 8, generator=torch.Generator().manual_seed(42)) ** 3
+    kwargs: dict[str, Any] = {
+        "normalization": None,
+        "temperatures": (1.0, 10.0, 1000.0),
+        "epsilons": (0.0, 0.002, 0.01, 0.05),
+        "batch_size": 32,
+        "search": "full",
+    }
+    eager = calibrate(net, x_id, x_ood, **kwargs)
+    fast = calibrate(net, x_id, x_ood, compile=True, **kwargs)
+    assert (fast.record.temperature, fast.record.epsilon) == (
+        eager.record.temperature,
+        eager.record.epsilon,
+    )
+    assert abs(fast.record.threshold - eager.record.threshold) <= 1e-6
+    # At every pair the FPRs are at most one OOD image apart (rounding near δ).
+    np.testing.assert_allclose(
+        fast.grid.metric_matrix(), eager.grid.metric_matrix(), atol=1.5 / x_ood.shape[0]
+    )
+    entry = scoring_copy(net, CPU)
+    assert entry.failed is None and entry.compilations == 1  # the plain forward, 16+ images
+    assert fast.detector.compile is True

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from odin_monitor.cli._common import emit, info, parse_floats, progress
+from odin_monitor.cli._common import compile_option, emit, info, parse_floats, progress
 from odin_monitor.cli._wiring import NORMALIZATIONS, normalization_from_options, write_calibration
 
 
@@ -165,6 +165,7 @@ def _search_summary(search: str | None, finished: np.ndarray | None, asked: str)
 )
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+@compile_option("false", "; the grid's forwards on perturbed inputs, the gradients stay eager")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of synthetic sets.")
 @click.option(
     "--out",
@@ -194,6 +195,7 @@ def calibrate_command(
     interpolation: str,
     batch_size: int,
     device: str | None,
+    compile_setting: str,
     seed: int,
     out: Path,
 ) -> None:
@@ -270,6 +272,7 @@ def calibrate_command(
         f"calibrating on {len(x_id)} in-distribution and {n_ood} OOD validation images, "
         f"{len(temps)}x{len(eps)} grid, device {device}"
     )
+    from odin_monitor.compiled import parse_compile_setting, resolve_compile
     from odin_monitor.search import DEFAULT_MARGIN_Z, DEFAULT_SUBSET_FRACTION, progress_total
 
     fraction = DEFAULT_SUBSET_FRACTION if subset_fraction is None else subset_fraction
@@ -295,6 +298,7 @@ def calibrate_command(
             search=search,  # type: ignore[arg-type]
             subset_fraction=fraction,
             margin_z=z,
+            compile=resolve_compile(parse_compile_setting(compile_setting), torch.device(device)),
         )
     write_calibration(result, out, model_ref)
     rec = result.record
