@@ -56,6 +56,7 @@ def time_calibration(
     subset_fraction: float = DEFAULT_SUBSET_FRACTION,
     margin_z: float = DEFAULT_MARGIN_Z,
     halving_runs: int = 3,
+    compiled: bool = False,
 ) -> CalibrationTiming:
     """Time halving, the full grid and the naive loop over all pairs; compare choices.
 
@@ -75,6 +76,9 @@ def time_calibration(
         subset_fraction: Halving's subset share.
         margin_z: Halving's contender margin in binomial standard errors.
         halving_runs: Whole halving runs spread through the alternation (median).
+        compiled: Also time the halving search with ``compile=True`` (its perturbed
+            forwards on the compiled step), each run right after an eager one; the
+            step is compiled before any timing.
 
     Returns:
         :class:`CalibrationTiming`.
@@ -95,7 +99,9 @@ def time_calibration(
                 out[i, j] = odin_scores(model, x, temperature=t, epsilon=e, **same).odin_score
         return out
 
-    def run_halving() -> tuple[tuple[float, float], int, tuple[int, int] | None, str]:
+    def run_halving(
+        compile: bool = False,
+    ) -> tuple[tuple[float, float], int, tuple[int, int] | None, str]:
         found = search_grid(
             model,
             x_id,
@@ -105,6 +111,7 @@ def time_calibration(
             search="halving",
             subset_fraction=subset_fraction,
             margin_z=margin_z,
+            compile=compile,
             **same,
         )
         best = CalibrationGrid.from_scores(
@@ -125,6 +132,11 @@ def time_calibration(
     t_ours = t_naive = 0.0
     halving_times: list[float] = []
     halving_out: list[tuple[tuple[float, float], int, tuple[int, int] | None, str]] = []
+    compiled_times: list[float] = []
+    compiled_out: list[tuple[tuple[float, float], int, tuple[int, int] | None, str]] = []
+    if compiled:  # compile the plain-forward graphs (2–15 and 16+ images) before timing
+        for n in (2, 16):
+            odin_scores(model, x_id[:n], temperature=1.0, epsilon=0.0, compile=True, **same)
     ours: list[np.ndarray] = []
     naive: list[np.ndarray] = []
     for k, (x_all, start) in enumerate(steps):
@@ -134,6 +146,11 @@ def time_calibration(
             halving_out.append(run_halving())
             sync(dev)
             halving_times.append(time.perf_counter() - t0)
+            if compiled:
+                t0 = time.perf_counter()
+                compiled_out.append(run_halving(compile=True))
+                sync(dev)
+                compiled_times.append(time.perf_counter() - t0)
         # Alternate the two chunked methods (order flipped each time); scores do not
         # depend on the chunking.
         xc = x_all[start : start + chunk]
@@ -158,6 +175,7 @@ def time_calibration(
     diff = max(float(np.abs(a - b).max()) for a, b in zip(ours, naive, strict=True))
     choices = {h[0] for h in halving_out}
     choice, finished, n_subset, search = halving_out[0]
+    compiled_choices = {h[0] for h in compiled_out}
     return CalibrationTiming(
         depth=depth,
         n_id=int(x_id.shape[0]),
@@ -177,4 +195,14 @@ def time_calibration(
         halving_search=search,
         subset_fraction=subset_fraction,
         margin_z=margin_z,
+        compiled_seconds=statistics.median(compiled_times) if compiled_times else None,
+        compiled_rounds=tuple(compiled_times),
+        compiled_choice=(
+            None
+            if not compiled_out
+            else compiled_out[0][0]
+            if len(compiled_choices) == 1
+            else (float("nan"), float("nan"))
+        ),
+        compiled_finished=compiled_out[0][1] if compiled_out else None,
     )

@@ -36,6 +36,16 @@ def _calibration_lines(c: CalibrationTiming) -> list[str]:
                 _choice(c.halving_choice),
             ]
         )
+    if c.compiled_seconds is not None:
+        rows.append(
+            [
+                "halving search, compile=True (perturbed forwards on the compiled step; "
+                f"{c.compiled_finished} pairs finished), with its choice",
+                f"{c.compiled_seconds:.1f}",
+                f"{c.compiled_seconds / c.naive_seconds:.3f}",
+                _choice(c.compiled_choice),
+            ]
+        )
     rows += [
         [
             "full grid: grid_scores (one backward per T)",
@@ -56,7 +66,14 @@ def _calibration_lines(c: CalibrationTiming) -> list[str]:
         f"{c.max_abs_score_diff:.2e}. The naive loop and the full grid alternate chunk by "
         "chunk (sums of their chunks, scores only); the halving search runs whole at evenly "
         f"spaced points of that alternation (median of its runs: {runs} s), its choice "
-        "included.",
+        "included."
+        + (
+            " Each compiled halving run follows an eager one (runs: "
+            + ", ".join(f"{t:.1f}" for t in c.compiled_rounds)
+            + " s)."
+            if c.compiled_rounds
+            else ""
+        ),
         "",
     ]
 

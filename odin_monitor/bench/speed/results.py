@@ -66,6 +66,11 @@ class CalibrationTiming:
         halving_search: The search that ran (``"halving"`` or ``"full"``).
         subset_fraction: Halving's subset share.
         margin_z: Halving's margin in binomial standard errors.
+        compiled_seconds: Median of the halving runs with ``compile=True`` (``None``:
+            not timed).
+        compiled_rounds: Every such run's seconds.
+        compiled_choice: Their pair (NaN if the runs disagreed).
+        compiled_finished: Pairs they scored on every image.
     """
 
     depth: int
@@ -85,6 +90,10 @@ class CalibrationTiming:
     halving_search: str | None = None
     subset_fraction: float | None = None
     margin_z: float | None = None
+    compiled_seconds: float | None = None
+    compiled_rounds: tuple[float, ...] = ()
+    compiled_choice: tuple[float, float] | None = None
+    compiled_finished: int | None = None
 
     @property
     def ratio(self) -> float:

@@ -230,6 +230,7 @@ def run_speed(
                         epsilons=calib_epsilons,
                         batch_size=bs,
                         device=dev,
+                        compiled=include_compiled,
                     )
     result_rows = tuple(rows)
     sink(f"[{clock}] done")
