@@ -255,9 +255,10 @@ class ScoringCopy:
             caches, counts recompilations and gives up per code object, so one model
             never uses up or spoils another's); call it under ``torch.no_grad()``.
         device: Where the copy lives.
-        compilations: Graphs compiled so far (one per kind of step: with a gradient
-            step, without one (``ε = 0``), per autocast setting; a recompilation shows
-            as a higher count).
+        compilations: Graphs compiled so far: one per kind of step (with a gradient
+            step or without one, ``ε = 0``; per autocast setting) and batch-size range
+            (2–15 and 16+ images: PyTorch picks a convolution kernel by batch size);
+            a recompilation shows as a higher count.
         image_shape: The ``(C, H, W)`` the step was compiled for; images of another
             shape are scored eagerly instead of compiling again.
         failed: Set once compilation failed; scoring then uses the eager path.
@@ -338,8 +339,9 @@ def scoring_copy(model: nn.Module, device: torch.device) -> ScoringCopy:
 
 #: On CPU the compiled step runs on sub-chunks of about this many input bytes, within
 #: :data:`SUB_CHUNK_IMAGES`, so that activations stay in cache. Measured on ResNet-20
-#: and ResNet-56 (CIFAR, 2 cores, one process, interleaved): sub-chunks of 64 images
-#: took 0.67× and 0.75× the time of one 256-image call; 32 and 128 were slower than 64.
+#: and ResNet-56 (CIFAR, 2 cores; ``python -m odin_monitor.bench.speed.sub_chunks``):
+#: sub-chunks of 64 images took 0.81× and 0.62× the time of one 256-image call; 128
+#: was slower, 32 within 2% of 64.
 CPU_SUB_CHUNK_BYTES = 1 << 20
 #: Fewest and most images per CPU sub-chunk.
 SUB_CHUNK_IMAGES = (8, 64)

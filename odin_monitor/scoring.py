@@ -681,7 +681,7 @@ def grid_pass(
         mixed_precision: As in :func:`odin_scores`.
         device: As in :func:`odin_scores`.
         progress: Called with the number of images finished after each chunk.
-        compile: Run the forwards on perturbed inputs (all but about 1 in 20 of the
+        compile: Run the forwards on perturbed inputs (about 93% of the full
             grid's work) on the compiled step of :mod:`odin_monitor.compiled`; the
             gradient signs stay on the exact eager path. Scores then match the eager
             pass within float32 rounding, not bit for bit.
