@@ -402,22 +402,6 @@ def _eager_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The perturbed logits ``f(x̃)`` and the unperturbed ``f(x)`` of one chunk, detached."""
     xb, logits0 = _attached_forward(model, x, dev, normalization, epsilon > 0, mixed_precision)
-    return _perturbed_step(
-        model, xb, logits0, dev, normalization, temperature, epsilon, mixed_precision
-    )
-
-
-def _perturbed_step(
-    model: nn.Module,
-    xb: torch.Tensor,
-    logits0: torch.Tensor,
-    dev: torch.device,
-    normalization: Normalization | None,
-    temperature: float,
-    epsilon: float,
-    mixed_precision: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """From the attached forward ``(xb, f(xb))``: the step, then ``f(x̃)``; both detached."""
     if epsilon == 0:
         return logits0.detach(), logits0.detach()
     sign = input_gradient_sign(logits0, xb, temperature)
@@ -439,14 +423,17 @@ def _compiled_step(
     """:func:`_eager_step` on the compiled step; the eager step where that cannot run."""
     from odin_monitor import compiled
 
+    def eager() -> tuple[torch.Tensor, torch.Tensor]:
+        return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+
     if dev.type not in compiled.DEVICES:
         compiled.warn_unsupported(model, dev)
-        return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+        return eager()
     entry = compiled.scoring_copy(model, dev)
     shape = tuple(x.shape[1:])
     if entry.failed is not None or entry.image_shape not in (None, shape):
         # Compiled for another image shape (or not at all): eager, no recompilation.
-        return _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+        return eager()
     try:
         with entry.lock:
             logits, logits0 = _run_compiled(
@@ -455,7 +442,7 @@ def _compiled_step(
     except Exception as err:  # decided below: the compiler or the input?
         # The eager step raises the input's own error; if it succeeds, compiling failed.
         try:
-            out = _eager_step(model, x, dev, normalization, temperature, epsilon, mixed_precision)
+            out = eager()
         except Exception:
             if entry.image_shape is None:  # dynamo now skips this step's code: start afresh
                 compiled.discard(model, dev, entry)
