@@ -54,6 +54,7 @@ from odin_monitor.scoring import _set_eval
 
 __all__ = [
     "DEVICES",
+    "WARM_UP_SIZES",
     "CompileFallbackWarning",
     "CompileSetting",
     "OdinStep",
@@ -345,6 +346,12 @@ def scoring_copy(model: nn.Module, device: torch.device) -> ScoringCopy:
 CPU_SUB_CHUNK_BYTES = 1 << 20
 #: Fewest and most images per CPU sub-chunk.
 SUB_CHUNK_IMAGES = (8, 64)
+
+
+#: Batch sizes whose scoring compiles every graph of a step: compilers specialise size 1
+#: (scored as two copies), and PyTorch picks a convolution kernel by batch size (below
+#: 16 or not on CPU), so there is one graph for 2–15 images and one for 16 or more.
+WARM_UP_SIZES = (2, 16)
 
 
 def sub_chunk(device: torch.device, image_shape: tuple[int, ...]) -> int | None:

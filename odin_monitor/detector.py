@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from odin_monitor.columns import SCORE_COLUMNS
-from odin_monitor.compiled import CompileSetting, resolve_compile
+from odin_monitor.compiled import WARM_UP_SIZES, CompileSetting, resolve_compile
 from odin_monitor.errors import InputValidationError, NotFittedError
 from odin_monitor.hyper import check_threshold
 from odin_monitor.metrics import threshold_at_tpr
@@ -226,17 +226,16 @@ class OdinDetector:
         """Whether scoring runs on the compiled copy (``compile`` resolved for the device)."""
         return resolve_compile(self.compile, self._device())
 
-    def warm_up(self, sizes: Sequence[int] = (2, 16)) -> OdinDetector:
+    def warm_up(self, sizes: Sequence[int] = WARM_UP_SIZES) -> OdinDetector:
         """Score small batches so a compiled step is built now, not on the first request.
 
         Serving workers call it at load. With ``compile=False`` it only checks that the
         model runs. Scores of the warm-up batches (zeros) are discarded.
 
         Args:
-            sizes: Batch sizes to run. The default covers every batch size: compilers
-                specialise size 1 (scored as two copies), and PyTorch picks a
-                convolution's kernel by batch size (below 16 or not on CPU), so the
-                compiled step has one graph for 2–15 images and one for 16 or more.
+            sizes: Batch sizes to run; the default,
+                :data:`odin_monitor.compiled.WARM_UP_SIZES`, compiles every graph of
+                the step (one for 2–15 images, one for 16 or more).
 
         Returns:
             ``self``.

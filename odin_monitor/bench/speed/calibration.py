@@ -32,6 +32,7 @@ from torch import nn
 
 from odin_monitor.bench.speed.methods import sync
 from odin_monitor.bench.speed.results import CalibrationTiming
+from odin_monitor.compiled import WARM_UP_SIZES
 from odin_monitor.grid import PAPER_EPSILONS, PAPER_TEMPERATURES, CalibrationGrid
 from odin_monitor.models import CIFAR_RESNET_NORMALIZATION
 from odin_monitor.normalization import Normalization
@@ -135,7 +136,7 @@ def time_calibration(
     compiled_times: list[float] = []
     compiled_out: list[tuple[tuple[float, float], int, tuple[int, int] | None, str]] = []
     if compiled:  # compile the plain-forward graphs (2–15 and 16+ images) before timing
-        for n in (2, 16):
+        for n in WARM_UP_SIZES:
             odin_scores(model, x_id[:n], temperature=1.0, epsilon=0.0, compile=True, **same)
     ours: list[np.ndarray] = []
     naive: list[np.ndarray] = []
