@@ -242,6 +242,7 @@ def test_calibration_report_and_target_read_the_halving_timing(faked):
     assert "64 + 64 images, then 37 pairs" in rows[0]
     assert "| full grid: grid_scores (one backward per T) | 30.0 | 0.300 |" in text
     assert "Same choice: **True**" in text and "13.0, 14.0, 15.0 s" in text
+    assert "grid on 256 ID + 256 OOD images (random)" in text  # the calibration's inputs
     # A disagreeing halving run fails the same-choice check.
     assert not dataclasses.replace(calib, halving_choice=(1.0, 0.0)).same_choice
 
@@ -256,6 +257,24 @@ def test_channels_last_forward_equals_plain_forward(smooth_net, images):
 def test_bad_precision_is_a_clear_error():
     with pytest.raises(InputValidationError, match="precisions"):
         speed.run_speed(synthetic=True, precisions=("fp8",))
+
+
+def test_bad_calibration_id_set_is_a_clear_error():
+    with pytest.raises(InputValidationError, match=r"calib_id among \['jpeg', 'lossless'\].*'png'"):
+        speed.run_speed(synthetic=True, calib_id="png")
+
+
+def test_calibration_id_sets_are_the_named_files(shared_data):
+    from odin_monitor.data import load_images
+
+    for id_set, name in (("jpeg", "cifar10_test.npz"), ("lossless", "cifar10_test_lossless.npz")):
+        got = methods.inputs(shared_data, 5, 0, id_set)
+        assert torch.equal(got, torch.from_numpy(load_images(shared_data / name, limit=5)))
+    assert not torch.equal(
+        methods.inputs(shared_data, 5, 0), methods.inputs(shared_data, 5, 0, "lossless")
+    )
+    with pytest.raises(InputValidationError, match="at least 2000 images in cifar10_test_lossless"):
+        methods.inputs(shared_data, 2000, 0, "lossless")
 
 
 def test_cpu_peak_memory_subprocess_reports_a_positive_rise():

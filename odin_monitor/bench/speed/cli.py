@@ -51,6 +51,13 @@ def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.Argume
     p.add_argument(
         "--calib-n", type=int, default=256, help="ID and OOD images each for calibration timing"
     )
+    p.add_argument(
+        "--calib-id",
+        choices=("jpeg", "lossless"),
+        default="jpeg",
+        help="ID images of the calibration timing: the JPEG-degraded CIFAR-10 test set "
+        "(default, the speed rows' images) or the lossless one (at most 1,000)",
+    )
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true")
@@ -86,6 +93,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         include_compiled=not args.no_compiled,
         calibration=not args.no_calibration,
         calib_n=args.calib_n,
+        calib_id=args.calib_id,
         memory=not args.no_memory,
         seed=args.seed,
         quick=args.quick,

@@ -154,16 +154,22 @@ FACTORIES: dict[str, Factory] = {
 }
 
 
-def inputs(data_dir: Path | None, n: int, seed: int) -> torch.Tensor:
-    """The first ``n`` images of ``cifar10_test.npz`` (JPEG set: fine for timing), or noise."""
+#: The shared CIFAR-10 test sets: 10,000 JPEG-degraded images (the speed rows: fine for
+#: timing) and the first 1,000 lossless ones.
+ID_FILES = {"jpeg": "cifar10_test.npz", "lossless": "cifar10_test_lossless.npz"}
+
+
+def inputs(data_dir: Path | None, n: int, seed: int, id_set: str = "jpeg") -> torch.Tensor:
+    """The first ``n`` images of the ``id_set`` CIFAR-10 test file (:data:`ID_FILES`), or noise."""
     if data_dir is None:
         g = torch.Generator().manual_seed(seed)
         return torch.rand(n, 3, 32, 32, generator=g)
     from odin_monitor.data import load_images
 
-    x = load_images(data_file(data_dir, "cifar10_test.npz"), limit=n)
+    name = ID_FILES[id_set]
+    x = load_images(data_file(data_dir, name), limit=n)
     if x.shape[0] < n:
-        raise InputValidationError(f"Expected at least {n} images in cifar10_test.npz.")
+        raise InputValidationError(f"Expected at least {n} images in {name}, found {x.shape[0]}.")
     return torch.from_numpy(x)
 
 

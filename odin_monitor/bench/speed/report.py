@@ -19,7 +19,7 @@ def _choice(pair: tuple[float, float] | None) -> str:
     return "—" if pair is None else f"T={pair[0]:g}, ε={pair[1]:g}"
 
 
-def _calibration_lines(c: CalibrationTiming) -> list[str]:
+def _calibration_lines(c: CalibrationTiming, inputs: str | None = None) -> list[str]:
     rows = []
     if c.halving_seconds is not None:
         how = (
@@ -58,7 +58,7 @@ def _calibration_lines(c: CalibrationTiming) -> list[str]:
     runs = ", ".join(f"{t:.1f}" for t in c.halving_rounds)
     return [
         f"#### Calibration, ResNet-{c.depth}: {c.n_pairs}-pair grid on {c.n_id} ID + "
-        f"{c.n_ood} OOD images",
+        f"{c.n_ood} OOD images" + (f" ({inputs})" if inputs else ""),
         "",
         markdown_table(["method", "seconds", "× naive", "chosen (T, ε)"], rows),
         "",
@@ -140,7 +140,7 @@ def format_markdown(result: SpeedResult) -> str:
         lines.append("")
     c = result.calibration
     if c is not None:
-        lines += _calibration_lines(c)
+        lines += _calibration_lines(c, s.get("calibration_inputs"))
     if result.targets:
         lines += [
             "#### Targets",

@@ -30,6 +30,7 @@ from odin_monitor.bench.speed.methods import (
     FACTORIES,
     FORWARD,
     FORWARD_CL,
+    ID_FILES,
     OURS,
     OURS_COMPILED,
     PEER,
@@ -66,6 +67,7 @@ def run_speed(
     include_compiled: bool = True,
     calibration: bool = True,
     calib_n: int = 256,
+    calib_id: str = "jpeg",
     calib_temperatures: Sequence[float] = PAPER_TEMPERATURES,
     calib_epsilons: Sequence[float] = PAPER_EPSILONS,
     memory: bool = True,
@@ -98,6 +100,10 @@ def run_speed(
             (first depth and batch size, fp32).
         calib_n: ID and OOD images each for the calibration timing (halving needs
             256 or more: its subsets hold a quarter, at least 64 images).
+        calib_id: The calibration timing's ID images: ``"jpeg"`` (the speed rows' images,
+            JPEG-degraded CIFAR-10) or ``"lossless"`` (the lossless CIFAR-10 test images,
+            at most 1,000). The halving search's cost depends on the data: against Tiny
+            ImageNet crop the JPEG set's FPR landscape is flat, so most pairs contend.
         calib_temperatures: Calibration ``T`` grid (default: the paper's).
         calib_epsilons: Calibration ``ε`` grid (default: the paper's).
         memory: Measure peak memory (CPU: one subprocess per method; CUDA: in process).
@@ -113,6 +119,10 @@ def run_speed(
         depths, batch_sizes, repeats, n_per_image = (20,), (64,), 2, 4
         calib_n, calib_temperatures, calib_epsilons = 16, (1, 10, 1000), (0.0, 0.0014, 0.004)
         memory = memory and device != "cpu"
+    if calib_id not in ID_FILES:
+        raise InputValidationError(
+            f"Expected calib_id among {sorted(ID_FILES)}, but got {calib_id!r}."
+        )
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise InputValidationError(f"Expected precisions among {PRECISIONS}, but got {bad}.")
@@ -222,8 +232,8 @@ def run_speed(
                     calib = time_calibration(
                         model,
                         x_all[:calib_n]
-                        if x_all.shape[0] >= calib_n
-                        else inputs(ddir, calib_n, seed),
+                        if x_all.shape[0] >= calib_n and calib_id == "jpeg"
+                        else inputs(ddir, calib_n, seed, calib_id),
                         ood_inputs(ddir, calib_n, seed),
                         depth=depth,
                         temperatures=calib_temperatures,
@@ -247,6 +257,9 @@ def run_speed(
             "n_batches": n_batches,
             "n_per_image": n_per_image,
             "inputs": "random" if ddir is None else "cifar10_test.npz (first images)",
+            "calibration_inputs": "random"
+            if ddir is None
+            else f"{ID_FILES[calib_id]} vs ood_tinyimagenet_crop.npz (first images)",
             "weights": "random init" if ddir is None else "pretrained",
             "temperature": TEMPERATURE,
             "epsilon": EPSILON,
