@@ -14,7 +14,7 @@ from odin_monitor.bench.common import (
     publish,
     stderr_log,
 )
-from odin_monitor.bench.speed.methods import PRECISIONS
+from odin_monitor.bench.speed.methods import ID_FILES, PRECISIONS
 from odin_monitor.bench.speed.report import format_markdown
 from odin_monitor.bench.speed.run import run_speed
 from odin_monitor.bench.speed.timing import memory_worker
@@ -53,7 +53,7 @@ def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.Argume
     )
     p.add_argument(
         "--calib-id",
-        choices=("jpeg", "lossless"),
+        choices=tuple(ID_FILES),
         default="jpeg",
         help="ID images of the calibration timing: the JPEG-degraded CIFAR-10 test set "
         "(default, the speed rows' images) or the lossless one (at most 1,000)",

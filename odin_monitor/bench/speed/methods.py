@@ -157,6 +157,8 @@ FACTORIES: dict[str, Factory] = {
 #: The shared CIFAR-10 test sets: 10,000 JPEG-degraded images (the speed rows: fine for
 #: timing) and the first 1,000 lossless ones.
 ID_FILES = {"jpeg": "cifar10_test.npz", "lossless": "cifar10_test_lossless.npz"}
+#: The calibration timing's OOD images (seeded uniform noise where the file is missing).
+OOD_FILE = "ood_tinyimagenet_crop.npz"
 
 
 def inputs(data_dir: Path | None, n: int, seed: int, id_set: str = "jpeg") -> torch.Tensor:
@@ -179,9 +181,7 @@ def ood_inputs(data_dir: Path | None, n: int, seed: int) -> torch.Tensor:
         from odin_monitor.data import load_images
 
         with contextlib.suppress(DataLoadError):
-            return torch.from_numpy(
-                load_images(data_file(data_dir, "ood_tinyimagenet_crop.npz"), limit=n)
-            )
+            return torch.from_numpy(load_images(data_file(data_dir, OOD_FILE), limit=n))
     from odin_monitor.synthetic import uniform_noise
 
     return torch.from_numpy(uniform_noise(n, (3, 32, 32), seed=seed + 1))

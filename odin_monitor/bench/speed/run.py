@@ -31,6 +31,7 @@ from odin_monitor.bench.speed.methods import (
     FORWARD,
     FORWARD_CL,
     ID_FILES,
+    OOD_FILE,
     OURS,
     OURS_COMPILED,
     PEER,
@@ -256,10 +257,10 @@ def run_speed(
             "repeats": repeats,
             "n_batches": n_batches,
             "n_per_image": n_per_image,
-            "inputs": "random" if ddir is None else "cifar10_test.npz (first images)",
+            "inputs": "random" if ddir is None else f"{ID_FILES['jpeg']} (first images)",
             "calibration_inputs": "random"
             if ddir is None
-            else f"{ID_FILES[calib_id]} vs ood_tinyimagenet_crop.npz (first images)",
+            else f"{ID_FILES[calib_id]} vs {OOD_FILE} (first images)",
             "weights": "random init" if ddir is None else "pretrained",
             "temperature": TEMPERATURE,
             "epsilon": EPSILON,
