@@ -13,12 +13,13 @@ calibration's own checks found (:func:`self_checks`).
 
 The grid is searched by :func:`odin_monitor.search.search_grid`, which shares work
 (one backward per image per ``T``, scores equal to a naive loop over all pairs). By
-default (``search="halving"``) it scores every pair on a quarter of the images and
-finishes on all images only the pairs within a binomial margin of the subset's best;
-it chooses as the full grid unless the full grid's pair falls outside that margin on
-the subset (:mod:`odin_monitor.search` says when that can happen; ``search="full"``
-rules it out). The chosen pair's in-distribution scores come from that pass: δ is
-fitted without a second pass over the images.
+default (``search="coarse-to-fine"``) it scores every ``T`` at every fifth ε of the
+paper's grid on all images, estimates the other pairs from those logits (ODIN moves
+all ε of one ``T`` along the same line), and finishes on all images only the pairs
+whose estimate could still win; it chooses as the full grid unless an estimate
+misses by more than the search allows (:mod:`odin_monitor.search` says when that can
+happen; ``search="full"`` rules it out). The chosen pair's in-distribution scores come
+from that pass: δ is fitted without a second pass over the images.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ from odin_monitor.preprocess import Preprocessing
 from odin_monitor.record import CalibrationRecord, ValidationSource, content_sha256
 from odin_monitor.scoring import ProgressCallback
 from odin_monitor.search import (
+    DEFAULT_COARSE_GAP,
+    DEFAULT_ESTIMATE_MARGIN,
     DEFAULT_MARGIN_Z,
+    DEFAULT_SEARCH,
     DEFAULT_SUBSET_FRACTION,
     Search,
     SearchResult,
@@ -280,10 +284,12 @@ def calibrate(
     preprocessing: Preprocessing | Literal["auto"] | None = "auto",
     strategy: Strategy | None = None,
     y_id_val: Any = None,
-    search: Search = "halving",
+    search: Search = DEFAULT_SEARCH,
     subset_fraction: float = DEFAULT_SUBSET_FRACTION,
     margin_z: float = DEFAULT_MARGIN_Z,
     compile: bool = False,
+    coarse_gap: float = DEFAULT_COARSE_GAP,
+    estimate_margin: float = DEFAULT_ESTIMATE_MARGIN,
 ) -> CalibrationResult:
     """Choose ``(T, ε)`` minimising FPR at ``tpr_target`` and fit δ.
 
@@ -306,8 +312,9 @@ def calibrate(
         ood_name: Name of a single OOD array in the record.
         class_names: Optional class names stored in the record.
         progress: Called with the number of images finished after each chunk; the
-            total is :func:`odin_monitor.search.progress_total` (``N_in + N_out``, plus
-            the subsets' sizes when halving; δ reuses the grid pass).
+            total is :func:`odin_monitor.search.progress_total` (``N_in + N_out`` per
+            pass over the sets, plus the subsets' sizes when halving; δ reuses the grid
+            pass).
         preprocessing: How raw image files become the model's input, stored in the
             record (:class:`~odin_monitor.preprocess.Preprocessing`; the spec the images
             were loaded with, when loaded from files); ``"auto"``: an exact bilinear
@@ -321,13 +328,15 @@ def calibrate(
             paper's Gaussian + Uniform; transfers poorly to natural images).
         y_id_val: Labels of ``x_id_val`` (optional): the classifier's accuracy is
             recorded, with a warning when it is near chance.
-        search: How the grid is searched (stored in the record): ``"halving"`` (the
-            default: every pair on ``subset_fraction`` of each set, then the
-            contenders on every image; what it spares depends on how many pairs lie
-            within the subset's noise of the best, docs/RESULTS.md) or ``"full"``
-            (every pair on every image). Sets with fewer than 64 subset images are searched in full.
-            Halving chooses as ``"full"`` unless the full grid's pair misses the
-            margin on the subset (:mod:`odin_monitor.search`).
+        search: How the grid is searched (stored in the record):
+            ``"coarse-to-fine"`` (the default: every ``T`` with the ε at most
+            ``coarse_gap`` apart on every image, the other pairs estimated from those
+            logits, then the pairs whose estimate could still win finished on every
+            image), ``"halving"`` (every pair on ``subset_fraction`` of each set, then
+            the contenders on every image; sets with fewer than 64 subset images are
+            searched in full) or ``"full"`` (every pair on every image). Both spare
+            pairs and choose as ``"full"`` unless the full grid's pair is mis-judged
+            before it is finished (:mod:`odin_monitor.search` says when).
         subset_fraction: Share of each set on which every pair is scored first
             (halving; default 0.25).
         margin_z: Contenders are the pairs whose subset FPR is within this many
@@ -337,6 +346,9 @@ def calibrate(
             detector ``compile=True``. Scores then match the eager grid within float32
             rounding, so a pair whose FPR ties another's within that rounding could be
             chosen instead of it.
+        coarse_gap: Largest ε spacing of the coarse pass (coarse-to-fine; default 0.001).
+        estimate_margin: Smallest FPR allowance of an estimate (coarse-to-fine;
+            default 0.01; :func:`odin_monitor.search.pairs_to_finish`).
 
     Returns:
         :class:`CalibrationResult` with the fitted detector, its record and the grid.
@@ -376,6 +388,8 @@ def calibrate(
         device=device,
         progress=progress,
         compile=compile,
+        coarse_gap=coarse_gap,
+        estimate_margin=estimate_margin,
     )
     grid = CalibrationGrid.from_scores(
         found.id_pass.scores.numpy(), found.ood_pass.scores.numpy(), temps, eps, tpr

@@ -37,7 +37,7 @@ def plot_grid_heatmap(
     """Heatmap of a validation metric over the ``T × ε`` grid, values in the cells.
 
     The chosen pair is boxed in red, the MSP baseline (``T = 1``, ``ε = 0``) in white;
-    a pair a halving search left unfinished (NaN) shows a dot and no colour.
+    a pair the search did not finish (NaN) shows a dot and no colour.
 
     Args:
         grid: The :class:`~odin_monitor.grid.CalibrationGrid` (``result.grid``).
@@ -86,7 +86,7 @@ def plot_grid_heatmap(
         )  # fmt: skip
         title += f"; MSP (dashed) {values[mi, mj]:.2f}"
     if not np.isfinite(values).all():
-        title += "\n· = pair dropped on the subset by the halving search (not finished)"
+        title += "\n· = pair the search did not finish (it could not win)"
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label=f"{metric} (%)")
     return fig

@@ -47,6 +47,7 @@ __all__ = [
     "grid_pass",
     "grid_scores",
     "input_gradient_sign",
+    "interpolated_log_scores",
     "log_max_softmax",
     "max_softmax",
     "model_device",
@@ -80,6 +81,45 @@ def log_max_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """
     z = logits / temperature
     return z.max(dim=1).values - torch.logsumexp(z, dim=1)
+
+
+def interpolated_log_scores(
+    line: dict[float, torch.Tensor], epsilon: float, temperature: float, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """Estimated ``log S(x + ε s; T)`` from logits computed at other ``ε`` on the same line.
+
+    ODIN perturbs every ``ε`` of one ``T`` along the same direction ``s`` (the gradient
+    sign), so ``ε ↦ f(x + ε s)`` is one curve per image; for a network of ReLUs,
+    max-pools and affine layers (convolutions, BatchNorm in eval mode, linear) it is
+    piecewise linear. The logits at ``ε`` are interpolated linearly between the
+    nearest computed ``ε' < ε < ε''``; exact wherever no ReLU (or max) changes state
+    between ``ε'`` and ``ε''``.
+
+    Args:
+        line: Computed ``ε ->`` logits ``(N, K)`` of one ``T`` (one gradient sign).
+        epsilon: The ``ε`` to estimate.
+        temperature: ``T``.
+        dtype: Precision of the interpolation and the score.
+
+    Returns:
+        ``(N,)`` estimated ``log S``, or ``None`` when ``ε`` is not between two computed
+        values (never extrapolated).
+
+    Example:
+        >>> line = {0.0: torch.tensor([[0.0, 0.0]]), 0.002: torch.tensor([[2.0, 0.0]])}
+        >>> interpolated_log_scores(line, 0.001, 1.0, torch.float64).exp().tolist()
+        [0.7310585786300049]
+    """
+    if epsilon in line:
+        return log_max_softmax(line[epsilon].to(dtype), temperature)
+    below = [e for e in line if e < epsilon]
+    above = [e for e in line if e > epsilon]
+    if not below or not above:
+        return None
+    lo, hi = max(below), min(above)
+    w = (epsilon - lo) / (hi - lo)
+    logits = torch.lerp(line[lo].to(dtype), line[hi].to(dtype), w)
+    return log_max_softmax(logits, temperature)
 
 
 def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -559,6 +599,9 @@ class GridPass:
         msp: ``(N,)`` unperturbed max softmax at ``T = 1``.
         predicted_class: ``(N,)`` ``argmax f(x)`` of the unperturbed pass.
         n_classes: ``K``.
+        estimates: float64 ``(len(T), len(ε), N)`` estimated ``S(x̃; T)`` of the pairs
+            the pass did not compute (``grid_pass(..., estimate=True)``), NaN elsewhere
+            and where no estimate exists; ``None`` when not asked for.
     """
 
     temperatures: tuple[float, ...]
@@ -568,6 +611,7 @@ class GridPass:
     msp: torch.Tensor
     predicted_class: torch.Tensor
     n_classes: int
+    estimates: torch.Tensor | None = None
 
     @property
     def computed(self) -> torch.Tensor:
@@ -648,6 +692,7 @@ def grid_pass(
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
     compile: bool = False,
+    estimate: bool = False,
 ) -> GridPass:
     """The shared-work pass of :func:`grid_scores`, for all pairs or a chosen few.
 
@@ -672,6 +717,11 @@ def grid_pass(
             grid's work) on the compiled step of :mod:`odin_monitor.compiled`; the
             gradient signs stay on the exact eager path. Scores then match the eager
             pass within float32 rounding, not bit for bit.
+        estimate: Also estimate the pairs left out, at no extra model cost
+            (:func:`interpolated_log_scores`): a left-out ``(T, ε)`` whose ``T`` has a
+            computed ``ε' < ε`` and ``ε'' > ε`` gets ``S`` of the logits interpolated
+            linearly between ``f(x + ε' s)`` and ``f(x + ε'' s)`` (the same gradient
+            sign ``s``, so the same line); ``GridPass.estimates``.
 
     Returns:
         :class:`GridPass` with CPU tensors.
@@ -697,6 +747,7 @@ def grid_pass(
     dev = torch.device(device) if device is not None else model_device(model)
     stat = _stat_dtype(dev)
     log_s = torch.full((len(temps), len(eps), x.shape[0]), math.nan, dtype=stat, device=dev)
+    est = torch.full_like(log_s, math.nan) if estimate else None
     msp = torch.empty(x.shape[0], dtype=stat, device=dev)
     classes = torch.empty(x.shape[0], dtype=torch.int64, device=dev)
     n_classes = 0
@@ -715,6 +766,7 @@ def grid_pass(
                 sign = None
                 if i in grad_rows:
                     sign = input_gradient_sign(logits0, xb, t, retain_graph=i != grad_rows[-1])
+                row: dict[float, torch.Tensor] = {}  # ε -> logits of this T's line
                 for j, e in enumerate(eps):
                     if not mask[i, j]:
                         continue
@@ -722,10 +774,18 @@ def grid_pass(
                         logits = plain
                     else:
                         logits = forward(perturb(xb.detach(), sign, e))
+                    row[e] = logits
                     log_s[i, j, sl] = log_max_softmax(logits.to(stat), t)
+                if est is not None:
+                    left_out = [(j, e) for j, e in enumerate(eps) if not mask[i, j]]
+                    for j, e in left_out:
+                        est_row = interpolated_log_scores(row, e, t, stat)
+                        if est_row is not None:
+                            est[i, j, sl] = est_row
             if progress is not None:
                 progress(sl.stop - sl.start)
     # S = exp(log S) on the device, as odin_scores computes it (exp may round differently
     # elsewhere); both move to the CPU once.
     scores = log_s.exp().cpu().double()
-    return GridPass(temps, eps, scores, log_s.cpu(), msp.cpu(), classes.cpu(), n_classes)
+    estimates = None if est is None else est.exp().cpu().double()
+    return GridPass(temps, eps, scores, log_s.cpu(), msp.cpu(), classes.cpu(), n_classes, estimates)

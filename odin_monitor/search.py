@@ -53,8 +53,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -68,25 +68,42 @@ from odin_monitor.scoring import GridPass, ProgressCallback, grid_pass
 from odin_monitor.validation import check_tpr_target
 
 __all__ = [
+    "DEFAULT_COARSE_GAP",
+    "DEFAULT_ESTIMATE_MARGIN",
     "DEFAULT_MARGIN_Z",
+    "DEFAULT_SEARCH",
     "DEFAULT_SUBSET_FRACTION",
     "MIN_SUBSET_IMAGES",
     "SEARCHES",
     "HalvingChoice",
+    "RefineChoice",
     "SearchResult",
     "binomial_margin",
+    "check_coarse_to_fine",
     "check_search",
+    "coarse_columns",
+    "coarse_to_fine_choice",
     "contender_mask",
     "fpr_at_tpr_cube",
     "halving_choice",
+    "pairs_to_finish",
     "progress_total",
     "search_grid",
     "subset_indices",
 ]
 
 #: The named searches of the grid.
-SEARCHES = ("halving", "full")
-Search = Literal["halving", "full"]
+SEARCHES = ("coarse-to-fine", "halving", "full")
+Search = Literal["coarse-to-fine", "halving", "full"]
+#: The search of :func:`odin_monitor.calibrate` and ``odin-monitor calibrate``.
+DEFAULT_SEARCH: Search = "coarse-to-fine"
+#: Coarse-to-fine: the computed ε of each T are at most this far apart (pixel units);
+#: on the paper's grid (step 0.0002) every fifth ε: 0, 0.001, …, 0.004.
+DEFAULT_COARSE_GAP = 0.001
+#: Coarse-to-fine: an estimated pair is finished when its estimated FPR minus the
+#: allowance ``max(margin, 2 · largest estimate error seen) + 1 / N_out`` is at most
+#: the best exact FPR.
+DEFAULT_ESTIMATE_MARGIN = 0.01
 #: Share of the images (each set) on which every pair is scored first.
 DEFAULT_SUBSET_FRACTION = 0.25
 #: Contenders: subset FPR within this many binomial standard errors of the best. 3 lost
@@ -119,6 +136,23 @@ def check_search(
     if not (math.isfinite(z) and z >= 0.0):
         raise InputValidationError(f"Expected margin_z >= 0 (finite), but got {margin_z!r}.")
     return search, f, z  # type: ignore[return-value]
+
+
+def check_coarse_to_fine(coarse_gap: float, estimate_margin: float) -> tuple[float, float]:
+    """Validate the coarse-to-fine settings.
+
+    Example:
+        >>> check_coarse_to_fine(0.001, 0.01)
+        (0.001, 0.01)
+    """
+    gap, m = float(coarse_gap), float(estimate_margin)
+    if not (math.isfinite(gap) and gap > 0.0):
+        raise InputValidationError(f"Expected coarse_gap > 0 (finite), but got {coarse_gap!r}.")
+    if not (math.isfinite(m) and 0.0 <= m <= 1.0):
+        raise InputValidationError(
+            f"Expected estimate_margin in [0, 1] (an FPR), but got {estimate_margin!r}."
+        )
+    return gap, m
 
 
 def fpr_at_tpr_cube(s_in: np.ndarray, s_out: np.ndarray, tpr_target: float = 0.95) -> np.ndarray:
@@ -269,6 +303,179 @@ def halving_choice(
     return HalvingChoice((best.temperature, best.epsilon), mask, fpr, margin)
 
 
+def coarse_columns(epsilons: Sequence[float], gap: float = DEFAULT_COARSE_GAP) -> np.ndarray:
+    """The ε computed on every image first (coarse-to-fine): at most ``gap`` apart.
+
+    The smallest and the largest ε are always in; between them, walking up from the
+    last one taken, the largest ε within ``gap`` of it (the next ε when none is).
+
+    Args:
+        epsilons: The grid's ε (any order).
+        gap: Largest spacing of the coarse ε, pixel units.
+
+    Returns:
+        Boolean ``(len(ε),)``.
+
+    Example:
+        >>> eps = [round(0.0002 * i, 12) for i in range(21)]
+        >>> [e for e, c in zip(eps, coarse_columns(eps, 0.001)) if c]
+        [0.0, 0.001, 0.002, 0.003, 0.004]
+    """
+    check_coarse_to_fine(gap, 0.0)
+    values = np.asarray(epsilons, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    keep = np.zeros(values.size, dtype=bool)
+    if values.size == 0:
+        return keep
+    k = 0
+    keep[order[0]] = True
+    while k < values.size - 1:
+        # The tolerance keeps ε exactly ``gap`` apart up to rounding (0.001 vs 0.0010000001).
+        within = [m for m in range(k + 1, values.size)
+                  if values[order[m]] - values[order[k]] <= gap + 1e-12]  # fmt: skip
+        k = within[-1] if within else k + 1
+        keep[order[k]] = True
+    return keep
+
+
+def pairs_to_finish(
+    exact_fpr: np.ndarray,
+    estimated_fpr: np.ndarray,
+    finished: np.ndarray,
+    n_ood: int,
+    margin: float = DEFAULT_ESTIMATE_MARGIN,
+) -> tuple[np.ndarray, float]:
+    """Unfinished pairs whose estimate could still beat (or tie) the best finished pair.
+
+    The allowance is ``max(margin, 2 · e) + 1 / n_ood``, ``e`` the largest
+    ``|estimated − exact|`` FPR among the finished pairs that had an estimate (what
+    the interpolation has been seen to miss by, doubled; ``1 / n_ood`` is one OOD image).
+    A pair without an estimate (NaN) is always finished.
+
+    Args:
+        exact_fpr: ``(len(T), len(ε))`` exact FPRs (read where ``finished``).
+        estimated_fpr: ``(len(T), len(ε))`` FPRs of the estimated scores (NaN where
+            none).
+        finished: Boolean ``(len(T), len(ε))``: pairs with exact scores on every image.
+        n_ood: OOD images.
+        margin: Smallest FPR allowance before ``1 / n_ood``.
+
+    Returns:
+        ``(mask, e)``: boolean ``(len(T), len(ε))`` of the pairs to finish next, and ``e``.
+
+    Example:
+        >>> exact = np.array([[0.30, np.nan, 0.40]])
+        >>> est = np.array([[np.nan, 0.305, np.nan]])
+        >>> mask, e = pairs_to_finish(exact, est, np.array([[True, False, True]]), 100)
+        >>> mask.tolist(), e
+        ([[False, True, False]], 0.0)
+    """
+    exact, est = np.asarray(exact_fpr, np.float64), np.asarray(estimated_fpr, np.float64)
+    done = np.asarray(finished, dtype=bool)
+    if not done.any():
+        raise InputValidationError("Expected at least one finished pair to compare with.")
+    seen = done & ~np.isnan(est)
+    e = float(np.max(np.abs(est[seen] - exact[seen]))) if seen.any() else 0.0
+    allowance = max(margin, 2.0 * e) + 1.0 / n_ood
+    best = float(np.min(exact[done]))
+    with np.errstate(invalid="ignore"):
+        could_win = np.isnan(est) | (est - allowance <= best + 1e-12)
+    return ~done & could_win, e
+
+
+@dataclass(frozen=True)
+class RefineChoice:
+    """The coarse-to-fine rule applied to known score cubes (:func:`coarse_to_fine_choice`).
+
+    Attributes:
+        chosen: ``(T, ε)`` chosen among the finished pairs, on all images.
+        finished: Boolean ``(len(T), len(ε))`` of the pairs scored exactly.
+        coarse: Boolean ``(len(ε),)`` of the coarse ε.
+        estimated_fpr: ``(len(T), len(ε))`` FPRs of the estimates (NaN on coarse ε).
+        rounds: Passes over the images after the coarse one.
+        estimate_error: Largest ``|estimated − exact|`` FPR among finished estimated pairs.
+    """
+
+    chosen: tuple[float, float]
+    finished: np.ndarray
+    coarse: np.ndarray
+    estimated_fpr: np.ndarray
+    rounds: int
+    estimate_error: float
+
+
+def _refine(
+    exact_fpr: np.ndarray,
+    estimated_fpr: np.ndarray,
+    finished: np.ndarray,
+    n_ood: int,
+    margin: float,
+    finish: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """Finish pairs (``finish(mask)`` → their exact FPRs) until none could still win."""
+    exact, done = exact_fpr.copy(), finished.copy()
+    rounds = 0
+    while True:
+        more, e = pairs_to_finish(exact, estimated_fpr, done, n_ood, margin)
+        if not more.any():
+            return exact, done, rounds, e
+        exact[more] = finish(more)[more]
+        done |= more
+        rounds += 1
+
+
+def coarse_to_fine_choice(
+    s_in: np.ndarray,
+    s_out: np.ndarray,
+    est_in: np.ndarray,
+    est_out: np.ndarray,
+    temperatures: Sequence[float],
+    epsilons: Sequence[float],
+    tpr_target: float = 0.95,
+    *,
+    coarse_gap: float = DEFAULT_COARSE_GAP,
+    margin: float = DEFAULT_ESTIMATE_MARGIN,
+) -> RefineChoice:
+    """What the coarse-to-fine search chooses, given full and estimated score cubes.
+
+    :func:`search_grid` uses exactly these entries (the coarse ε and the finished
+    pairs of ``s_*``, the estimates of ``est_*`` for the rest), so this is its choice
+    whenever its scores equal the cubes', with no model needed.
+
+    Args:
+        s_in: ``(len(T), len(ε), N_in)`` exact in-distribution scores.
+        s_out: ``(len(T), len(ε), N_out)`` exact OOD scores.
+        est_in: Estimated in-distribution scores (``GridPass.estimates`` of a pass on
+            the coarse ε), same shape.
+        est_out: Estimated OOD scores.
+        temperatures: The ``T`` values.
+        epsilons: The ``ε`` values.
+        tpr_target: TPR at which FPR is read.
+        coarse_gap: Largest spacing of the coarse ε.
+        margin: Smallest FPR allowance (:func:`pairs_to_finish`).
+    """
+    s_in, s_out = np.asarray(s_in, np.float64), np.asarray(s_out, np.float64)
+    coarse = coarse_columns(epsilons, coarse_gap)
+    done = np.broadcast_to(coarse, s_in.shape[:2]).copy()
+    full_fpr = fpr_at_tpr_cube(s_in, s_out, tpr_target)
+    est_fpr = np.where(done, np.nan, fpr_at_tpr_cube(est_in, est_out, tpr_target))
+    est_fpr[np.isnan(np.asarray(est_in)).any(-1) | np.isnan(np.asarray(est_out)).any(-1)] = np.nan
+    est_fpr[done] = np.nan
+    _, done, rounds, e = _refine(
+        np.where(done, full_fpr, np.nan), est_fpr, done, s_out.shape[-1], margin,
+        lambda more: full_fpr,
+    )  # fmt: skip
+    grid = CalibrationGrid.from_scores(
+        np.where(done[..., None], s_in, np.nan),
+        np.where(done[..., None], s_out, np.nan),
+        temperatures,
+        epsilons,
+        tpr_target,
+    )
+    best = grid.best
+    return RefineChoice((best.temperature, best.epsilon), done, coarse, est_fpr, rounds, e)
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """What :func:`search_grid` computed.
@@ -281,7 +488,12 @@ class SearchResult:
         finished: Boolean ``(len(T), len(ε))``: pairs scored on every image.
         subset_fpr: ``(len(T), len(ε))`` FPRs on the subset (``None`` for ``"full"``).
         n_subset: ``(in-distribution, OOD)`` subset sizes (``None`` for ``"full"``).
-        margin: The contender margin in FPR (``None`` for ``"full"``).
+        margin: The contender margin in FPR (halving; ``None`` otherwise).
+        coarse: Boolean ``(len(ε),)`` of the coarse ε (coarse-to-fine; ``None``
+            otherwise).
+        rounds: Passes over the images after the coarse one (coarse-to-fine).
+        estimate_error: Largest ``|estimated − exact|`` FPR among the finished pairs
+            that had an estimate (coarse-to-fine).
     """
 
     search: Search
@@ -291,10 +503,22 @@ class SearchResult:
     subset_fpr: np.ndarray | None = None
     n_subset: tuple[int, int] | None = None
     margin: float | None = None
+    coarse: np.ndarray | None = None
+    rounds: int | None = None
+    estimate_error: float | None = None
 
     def describe(self, margin_z: float) -> str:
         """One sentence for the calibration record's ``selection``."""
         n_pairs = int(self.finished.size)
+        if self.search == "coarse-to-fine" and self.coarse is not None:
+            n_e = self.finished.shape[1]
+            return (
+                f"coarse-to-fine: {int(self.coarse.sum())} of {n_e} epsilon per T on every "
+                "image, the others estimated by interpolating the logits along each T's "
+                f"perturbation; {int(self.finished.sum())} of {n_pairs} pairs finished on "
+                f"every image in {self.rounds} more pass(es) (largest FPR estimate error "
+                f"seen {self.estimate_error or 0.0:.4f})"
+            )
         if self.search == "full" or self.n_subset is None or self.margin is None:
             return f"full search: all {n_pairs} pairs on every image"
         return (
@@ -305,15 +529,34 @@ class SearchResult:
         )
 
 
-def progress_total(n_in: int, n_out: int, search: str, subset_fraction: float) -> int:
+def progress_total(
+    n_in: int,
+    n_out: int,
+    search: str,
+    subset_fraction: float,
+    epsilons: Sequence[float] | None = None,
+    coarse_gap: float = DEFAULT_COARSE_GAP,
+) -> int:
     """Images :func:`search_grid` reports to ``progress`` in all.
+
+    Coarse-to-fine: the coarse pass and one pass finishing the pairs that could win
+    (only the coarse pass when ``epsilons`` are given and all of them are coarse); a
+    further pass (rare: an estimate missed by more than was seen) adds ``N_in + N_out``.
 
     Example:
         >>> progress_total(1000, 1000, "halving", 0.25), progress_total(100, 100, "halving", 0.25)
         (2500, 200)
+        >>> progress_total(1000, 1000, "coarse-to-fine", 0.25)
+        4000
+        >>> progress_total(1000, 1000, "coarse-to-fine", 0.25, epsilons=[0.0, 0.001, 0.002])
+        2000
     """
     if search == "full":
         return n_in + n_out
+    if search == "coarse-to-fine":
+        if epsilons is not None and coarse_columns(epsilons, coarse_gap).all():
+            return n_in + n_out
+        return 2 * (n_in + n_out)
     sub_in = subset_indices(n_in, subset_fraction, 0).size
     sub_out = subset_indices(n_out, subset_fraction, 0).size
     if min(sub_in, sub_out) < MIN_SUBSET_IMAGES:
@@ -330,7 +573,7 @@ def search_grid(
     epsilons: Sequence[float],
     normalization: Normalization | None,
     tpr_target: float = 0.95,
-    search: Search = "halving",
+    search: Search = DEFAULT_SEARCH,
     subset_fraction: float = DEFAULT_SUBSET_FRACTION,
     margin_z: float = DEFAULT_MARGIN_Z,
     seed: int = 0,
@@ -339,6 +582,8 @@ def search_grid(
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
     compile: bool = False,
+    coarse_gap: float = DEFAULT_COARSE_GAP,
+    estimate_margin: float = DEFAULT_ESTIMATE_MARGIN,
 ) -> SearchResult:
     """Score the grid on validation images by the named search (module docstring).
 
@@ -363,6 +608,9 @@ def search_grid(
         progress: Called with the number of images finished after each chunk.
         compile: Perturbed forwards on the compiled step
             (:func:`odin_monitor.scoring.grid_pass`).
+        coarse_gap: Largest spacing of the coarse ε (coarse-to-fine).
+        estimate_margin: Smallest FPR allowance of the estimates (coarse-to-fine,
+            :func:`pairs_to_finish`).
 
     Returns:
         :class:`SearchResult`.
@@ -376,9 +624,10 @@ def search_grid(
         ('halving', (75, 75), [True, True])
     """
     rule, frac, z = check_search(search, subset_fraction, margin_z)
+    coarse_gap, estimate_margin = check_coarse_to_fine(coarse_gap, estimate_margin)
     tpr = check_tpr_target(tpr_target)
 
-    def run(x: torch.Tensor, pairs: np.ndarray | None = None) -> GridPass:
+    def run(x: torch.Tensor, pairs: np.ndarray | None = None, estimate: bool = False) -> GridPass:
         return grid_pass(
             model,
             x,
@@ -391,8 +640,12 @@ def search_grid(
             device=device,
             progress=progress,
             compile=compile,
+            estimate=estimate,
         )
 
+    if rule == "coarse-to-fine":
+        return _coarse_to_fine(x_id, x_ood, run, temperatures, epsilons, tpr, coarse_gap,
+                               estimate_margin)  # fmt: skip
     n_in, n_out = int(x_id.shape[0]), int(x_ood.shape[0])
     idx_in = subset_indices(n_in, frac, seed)
     idx_out = subset_indices(n_out, frac, seed + 1)
@@ -416,4 +669,56 @@ def search_grid(
         subset_fpr=fpr,
         n_subset=(int(idx_in.size), int(idx_out.size)),
         margin=margin,
+    )
+
+
+def _merge(a: GridPass, b: GridPass) -> GridPass:
+    """``a`` with the pairs ``b`` computed taken from ``b`` (same images, same chunks)."""
+    take = ~b.scores.isnan()
+    return replace(
+        a,
+        scores=torch.where(take, b.scores, a.scores),
+        log_scores=torch.where(take, b.log_scores, a.log_scores),
+    )
+
+
+def _coarse_to_fine(
+    x_id: torch.Tensor,
+    x_ood: torch.Tensor,
+    run: Callable[..., GridPass],
+    temperatures: Sequence[float],
+    epsilons: Sequence[float],
+    tpr: float,
+    coarse_gap: float,
+    margin: float,
+) -> SearchResult:
+    """The coarse pass with estimates, then passes finishing what could still win."""
+    coarse = coarse_columns(epsilons, coarse_gap)
+    first = np.broadcast_to(coarse, (len(temperatures), len(epsilons))).copy()
+    passes = [run(x_id, first, True), run(x_ood, first, True)]
+    est = [p.estimates for p in passes]
+    assert est[0] is not None and est[1] is not None  # asked for: estimate=True
+    est_fpr = fpr_at_tpr_cube(est[0].numpy(), est[1].numpy(), tpr)
+    est_fpr[est[0].isnan().any(-1).numpy() | est[1].isnan().any(-1).numpy()] = np.nan
+
+    def exact_fpr() -> np.ndarray:
+        return fpr_at_tpr_cube(passes[0].scores.numpy(), passes[1].scores.numpy(), tpr)
+
+    def finish(more: np.ndarray) -> np.ndarray:
+        # Each pair is computed in the images' own order and chunks: bit for bit the
+        # full grid's scores, whichever other pairs a pass computes.
+        passes[0] = _merge(passes[0], run(x_id, more))
+        passes[1] = _merge(passes[1], run(x_ood, more))
+        return exact_fpr()
+
+    _, done, rounds, e = _refine(np.where(first, exact_fpr(), np.nan), est_fpr, first,
+                                 int(x_ood.shape[0]), margin, finish)  # fmt: skip
+    return SearchResult(
+        "coarse-to-fine",
+        passes[0],
+        passes[1],
+        done,
+        coarse=coarse,
+        rounds=rounds,
+        estimate_error=e,
     )

@@ -203,7 +203,7 @@ def test_halving_chooses_as_the_full_grid_and_fits_delta_from_the_grid_pass():
     kw = {"normalization": NORM, "batch_size": 64, "temperatures": [1, 10, 100, 1000],
           "epsilons": [0.0, 0.02, 0.05, 0.1, 0.2]}  # fmt: skip
     seen: list[int] = []
-    res = calibrate(net, x_id, x_ood, progress=seen.append, **kw)
+    res = calibrate(net, x_id, x_ood, progress=seen.append, search="halving", **kw)
     full = calibrate(net, x_id, x_ood, search="full", **kw)
     assert res.search is not None and res.search.search == "halving"
     assert res.record.search == "halving" and full.record.search == "full"
@@ -235,7 +235,7 @@ def test_halving_chooses_as_the_full_grid_and_fits_delta_from_the_grid_pass():
 def test_search_is_an_optional_record_key():
     g = torch.Generator().manual_seed(2)
     res = calibrate(make_smooth_net(), torch.rand(20, 3, 6, 6, generator=g), normalization=NORM,
-                    temperatures=[1, 1000], epsilons=[0.0, 0.002])  # fmt: skip
+                    temperatures=[1, 1000], epsilons=[0.0, 0.002], search="halving")  # fmt: skip
     # 20 images are too few to halve (a quarter < 64): searched in full, and said so.
     assert res.record.search == "full" and "full search" in res.record.selection
     assert CalibrationRecord.from_json(res.record.to_json()) == res.record
@@ -250,6 +250,10 @@ def test_search_is_an_optional_record_key():
         ({"search": "random"}, "search in"),
         ({"subset_fraction": 1.5}, "subset_fraction"),
         ({"margin_z": -2}, "margin_z"),
+        ({"coarse_gap": 0.0}, "coarse_gap > 0"),
+        ({"coarse_gap": float("inf")}, "coarse_gap > 0"),
+        ({"estimate_margin": -0.1}, r"estimate_margin in \[0, 1\]"),
+        ({"estimate_margin": float("nan")}, r"estimate_margin in \[0, 1\]"),
     ],
 )
 def test_bad_search_settings(kw, match):

@@ -572,7 +572,10 @@ def test_calibrate_names_its_rule_and_prints_its_checks(workdir, tmp_path):
 SEARCH_EPSILONS = (0.0, 0.001, 0.002, 0.004, 0.01, 0.03)
 
 
-@pytest.mark.parametrize(("search", "images_scored"), [("full", 240), ("halving", 240 + 144)])
+@pytest.mark.parametrize(
+    ("search", "images_scored"),
+    [("full", 240), ("halving", 240 + 144), ("coarse-to-fine", 240)],  # all 6 ε are coarse
+)
 def test_search_flags_choose_as_calibrate_does(
     workdir, tmp_path, monkeypatch, search, images_scored
 ):
@@ -620,6 +623,10 @@ def test_search_flags_choose_as_calibrate_does(
     if search == "halving":
         assert finished < 18  # --margin-z reached the search: 4 SE would finish all 18
         assert f"halving search: {finished} of 18 pairs finished on every image" in res.stdout
+    elif search == "coarse-to-fine":
+        # No two of the ε lie within 0.001 of a third: all coarse, all finished, one pass.
+        assert finished == 18
+        assert "coarse-to-fine search: 18 of 18 pairs finished on every image" in res.stdout
     else:
         assert finished == 18 and "full search;" in res.stdout
     # The bar's total is what the search scored: each set once, the subsets twice.
@@ -629,7 +636,8 @@ def test_search_flags_choose_as_calibrate_does(
 
 def test_halving_on_sets_too_small_says_it_ran_in_full(workdir, tmp_path):
     res = run_calibrate(workdir / "id.npz", tmp_path / "c", "--temperatures", "1,10",
-                        "--epsilons", "0,0.002", "--device", "cpu")  # fmt: skip
+                        "--epsilons", "0,0.002", "--device", "cpu",
+                        "--search", "halving")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "full search (the sets are too small to halve)" in res.stdout
     assert json.loads((tmp_path / "c" / "record.json").read_text())["search"] == "full"
@@ -656,6 +664,6 @@ def test_calibrate_help_states_the_search_defaults():
     from odin_monitor.search import DEFAULT_MARGIN_Z, DEFAULT_SUBSET_FRACTION, SEARCHES
 
     text = " ".join(invoke(["calibrate", "--help"]).output.split())
-    assert f"--search [{'|'.join(SEARCHES)}]" in text and "[default: halving]" in text
+    assert f"--search [{'|'.join(SEARCHES)}]" in text and "[default: coarse-to-fine]" in text
     assert f"(default {DEFAULT_SUBSET_FRACTION:g})" in text
     assert f"(default {DEFAULT_MARGIN_Z:g})" in text

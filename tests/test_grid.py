@@ -108,7 +108,7 @@ def test_unscored_pairs_are_nan_and_never_chosen():
     fig = plot_grid_heatmap(grid)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts.count("·") == 2 and not any("nan" in t for t in texts)
-    assert len(texts) == 9 and "halving" in fig.axes[0].get_title()
+    assert len(texts) == 9 and "did not finish" in fig.axes[0].get_title()
     nothing = np.full_like(s_in, np.nan), np.full_like(s_out, np.nan)
     with pytest.raises(CalibrationError, match="none scored"):
         select_best(CalibrationGrid.from_scores(*nothing, temps, eps).points)

@@ -1,4 +1,5 @@
-"""The halving rule as pure functions: FPR of every pair, margin, contenders, choice."""
+"""The searches' rules as pure functions: FPR of every pair, halving's margin and
+contenders, coarse-to-fine's coarse ε and allowance, and their choices."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from odin_monitor.metrics import ood_metrics
 from odin_monitor.search import (
     binomial_margin,
     check_search,
+    coarse_columns,
+    coarse_to_fine_choice,
     contender_mask,
     fpr_at_tpr_cube,
     halving_choice,
+    pairs_to_finish,
     subset_indices,
 )
 
@@ -149,3 +153,93 @@ def test_bad_search_settings_are_refused(args, match):
 def test_fpr_cube_shapes_must_match():
     with pytest.raises(InputValidationError, match="same leading shape"):
         fpr_at_tpr_cube(np.zeros((2, 3, 5)), np.zeros((2, 2, 5)))
+
+
+# --- coarse-to-fine ----------------------------------------------------------------------
+
+PAPER_EPS = tuple(round(0.0002 * i, 12) for i in range(21))
+
+
+def coarse_of(eps, gap):
+    return [e for e, c in zip(eps, coarse_columns(eps, gap), strict=True) if c]
+
+
+def test_coarse_columns_keep_both_ends_and_no_gap_wider_than_asked():
+    assert coarse_of(PAPER_EPS, 0.001) == [0.0, 0.001, 0.002, 0.003, 0.004]
+    assert coarse_of(PAPER_EPS, 0.0004) == list(PAPER_EPS[::2])
+    assert coarse_of(PAPER_EPS, 0.01) == [0.0, 0.004]  # only the ends
+    assert coarse_of(PAPER_EPS, 0.0001) == list(PAPER_EPS)  # finer than the grid: all
+    # Uneven and unsorted grids: no two consecutive coarse ε farther apart than the gap
+    # unless no grid ε lies between them.
+    eps = (0.003, 0.0, 0.0005, 0.004, 0.0021, 0.0009)
+    assert sorted(coarse_of(eps, 0.001)) == [0.0, 0.0009, 0.0021, 0.003, 0.004]
+    assert coarse_of((0.002,), 0.001) == [0.002]
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(InputValidationError, match="coarse_gap > 0"):
+            coarse_columns(PAPER_EPS, bad)
+
+
+def test_pairs_to_finish_allow_the_margin_or_twice_the_error_seen_plus_one_image():
+    finished = np.array([[True, False, False, True]])
+    exact = np.array([[0.30, np.nan, np.nan, 0.50]])
+    est = np.array([[np.nan, 0.30 + 0.01 + 0.01 - 1e-9, 0.30 + 0.02 + 1e-6, np.nan]])
+    mask, e = pairs_to_finish(exact, est, finished, n_ood=100, margin=0.01)
+    assert e == 0.0 and mask.tolist() == [[False, True, False, False]]
+    # A finished estimated pair that missed by 0.02 widens the allowance to 0.04 + 0.01.
+    finished2 = np.array([[True, True, False, True]])
+    exact2 = np.array([[0.30, 0.35, np.nan, 0.50]])
+    est2 = np.array([[np.nan, 0.33, 0.30 + 0.05 - 1e-9, np.nan]])
+    mask2, e2 = pairs_to_finish(exact2, est2, finished2, n_ood=100, margin=0.01)
+    assert e2 == pytest.approx(0.02) and mask2.tolist() == [[False, False, True, False]]
+    nudged = est2 + np.array([[0, 0, 2e-6, 0]])
+    assert not pairs_to_finish(exact2, nudged, finished2, 100, 0.01)[0].any()
+    # A pair with no estimate is always finished; nothing finished yet is refused.
+    nan_est = np.array([[np.nan, np.nan, 0.99, np.nan]])
+    mask3, _ = pairs_to_finish(exact, nan_est, finished, 100)
+    assert mask3.tolist() == [[False, True, False, False]]
+    with pytest.raises(InputValidationError, match="at least one finished pair"):
+        pairs_to_finish(exact, est, np.zeros_like(finished), 100)
+
+
+def paper_cubes(seed: int, n: int = 400):
+    """Scores smooth in ε (as along a ReLU network's perturbation line) plus per-pair noise."""
+    rng = np.random.default_rng(seed)
+    temps = (1.0, 10.0, 1000.0)
+    ti, ej = np.meshgrid(np.arange(3), np.arange(21), indexing="ij")
+    shift = 0.6 * (1 - ((ti - 1) ** 2 + ((ej - 7) / 5) ** 2) / 6)
+    s_in = rng.normal(1.0, 1.0, n) + 0.05 * rng.normal(size=(3, 21, n))
+    s_out = rng.normal(-0.2, 1.0, n) - shift[..., None] + 0.05 * rng.normal(size=(3, 21, n))
+    return temps, s_in, s_out
+
+
+def test_coarse_to_fine_with_exact_estimates_chooses_as_the_full_grid_and_spares_pairs():
+    temps, s_in, s_out = paper_cubes(0)
+    full = CalibrationGrid.from_scores(s_in, s_out, temps, PAPER_EPS).best
+    got = coarse_to_fine_choice(s_in, s_out, s_in, s_out, temps, PAPER_EPS)
+    assert got.chosen == (full.temperature, full.epsilon)
+    assert got.coarse.tolist() == [i % 5 == 0 for i in range(21)]
+    assert got.finished[:, got.coarse].all()
+    assert got.estimate_error == 0.0 and got.rounds == 1
+    assert got.finished.sum() < got.finished.size // 2  # most pairs spared
+    # Every pair left out was more than the allowance worse than the best.
+    fpr = fpr_at_tpr_cube(s_in, s_out)
+    assert (fpr[~got.finished] > fpr.min() + 0.01 + 1 / 400).all()
+
+
+def test_coarse_to_fine_differs_exactly_when_the_winners_estimate_misses_unseen():
+    temps, s_in, s_out = paper_cubes(1)
+    fpr = fpr_at_tpr_cube(s_in, s_out)
+    win = np.unravel_index(np.argmin(fpr), fpr.shape)
+    assert PAPER_EPS[win[1]] not in (0.0, 0.001, 0.002, 0.003, 0.004)  # an estimated pair
+    # The winner's OOD estimate is raised so its FPR looks far worse than it is.
+    est_out = s_out.copy()
+    est_out[win] += 5.0
+    got = coarse_to_fine_choice(s_in, s_out, s_in, est_out, temps, PAPER_EPS)
+    assert not got.finished[win] and got.chosen != (temps[win[0]], PAPER_EPS[win[1]])
+    # Once another finished pair shows an estimate error as large, the winner is finished.
+    other = (win[0], win[1] + 1 if win[1] % 5 != 4 else win[1] - 1)
+    est_out[other] = s_out[other] - 5.0  # its estimated FPR ~0: finished, and seen to miss
+    got2 = coarse_to_fine_choice(s_in, s_out, s_in, est_out, temps, PAPER_EPS)
+    assert got2.finished[other] and got2.estimate_error > 0.3
+    assert got2.finished[win] and got2.chosen == (temps[win[0]], PAPER_EPS[win[1]])
+    assert got2.rounds == 2

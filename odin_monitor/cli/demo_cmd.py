@@ -208,9 +208,16 @@ def run_demo(
 
     grid = "10x21" if full_grid else f"{len(QUICK_TEMPERATURES)}x{len(QUICK_EPSILONS)}"
     n_ood = sum(len(v) for v in data.ood_val.values())
-    from odin_monitor.search import DEFAULT_SUBSET_FRACTION, progress_total
+    from odin_monitor.grid import PAPER_EPSILONS
+    from odin_monitor.search import DEFAULT_SEARCH, DEFAULT_SUBSET_FRACTION, progress_total
 
-    total = progress_total(len(data.x_val), n_ood, "halving", DEFAULT_SUBSET_FRACTION)
+    total = progress_total(
+        len(data.x_val),
+        n_ood,
+        DEFAULT_SEARCH,
+        DEFAULT_SUBSET_FRACTION,
+        PAPER_EPSILONS if full_grid else QUICK_EPSILONS,
+    )
     with progress(total, f"calibrating ({grid} grid)") as advance:
         result = calibrate_demo(
             data, full_grid=full_grid, progress=advance, id_name=f"{dataset} validation"

@@ -198,53 +198,71 @@ def test_naive_calibration_loop_chooses_the_same_pair_as_the_grid(smooth_net):
     assert result.same_choice
     assert result.max_abs_score_diff <= 1e-12
     # 24 images are too few to halve: the halving search ran as the full grid.
-    assert result.halving_search == "full" and result.halving_subset is None
-    assert result.halving_choice == result.naive_choice
+    c2f, halving = result.searches
+    assert (c2f.search, c2f.ran, halving.search, halving.ran) == (
+        "coarse-to-fine", "coarse-to-fine", "halving", "full"
+    )  # fmt: skip
+    assert c2f.choice == halving.choice == result.naive_choice
 
 
-def test_halving_search_is_timed_beside_the_naive_loop_and_chooses_alike(smooth_net):
+def test_searches_are_timed_beside_the_naive_loop_and_choose_alike(smooth_net):
     g = torch.Generator().manual_seed(4)
     x_id = torch.rand(256, 3, 6, 6, generator=g) * 0.2 + 0.4
     x_ood = torch.rand(256, 3, 6, 6, generator=g)
     result = speed.time_calibration(
         smooth_net, x_id, x_ood, depth=0, temperatures=(1, 10, 1000),
-        epsilons=(0.0, 0.05, 0.2), normalization=NORM, batch_size=128, halving_runs=2,
+        epsilons=(0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2), normalization=NORM, batch_size=128,
+        search_runs=2,
     )  # fmt: skip
-    assert result.halving_search == "halving" and result.halving_subset == (64, 64)
-    assert len(result.halving_rounds) == 2
-    assert result.halving_seconds == pytest.approx(statistics.median(result.halving_rounds))
-    assert result.halving_ratio == pytest.approx(result.halving_seconds / result.naive_seconds)
-    assert result.halving_choice == result.ours_choice == result.naive_choice
-    assert 3 <= result.halving_finished <= 9  # every ε = 0 at least
+    c2f, halving = result.searches
+    assert (c2f.ran, halving.ran) == ("coarse-to-fine", "halving")
+    assert "all 21 pairs on 64 + 64 images" in halving.detail
+    assert "coarse-to-fine:" in c2f.detail
+    for t in result.searches:
+        assert len(t.rounds) == 2 and t.seconds == pytest.approx(statistics.median(t.rounds))
+        assert t.choice == result.ours_choice == result.naive_choice
+        assert 3 <= t.finished <= 21  # every ε = 0 at least
+    assert result.search_ratio == pytest.approx(c2f.seconds / result.naive_seconds)
 
 
-def test_calibration_report_and_target_read_the_halving_timing(faked):
+def test_calibration_report_and_target_read_the_default_search_timing(faked):
     import dataclasses
 
-    from odin_monitor.bench.speed.results import CalibrationTiming
+    from odin_monitor.bench.speed.results import CalibrationTiming, SearchTiming
     from odin_monitor.bench.speed.run import targets
 
     result, _ = faked
+    pair = (1000.0, 0.0014)
+    c2f = SearchTiming("coarse-to-fine", False, 14.0, (13.0, 14.0, 15.0), pair, 37,
+                       "coarse-to-fine", "coarse-to-fine: 5 of 21 epsilon per T")  # fmt: skip
+    halving = SearchTiming("halving", False, 31.0, (30.0, 31.0, 32.0), pair, 150, "halving",
+                           "successive halving: all 210 pairs on 64 + 64 images")  # fmt: skip
     calib = CalibrationTiming(
         depth=20, n_id=256, n_ood=256, n_pairs=210, ours_seconds=30.0, naive_seconds=100.0,
-        ours_choice=(1000.0, 0.0014), naive_choice=(1000.0, 0.0014), max_abs_score_diff=0.0,
-        halving_seconds=14.0, halving_rounds=(13.0, 14.0, 15.0),
-        halving_choice=(1000.0, 0.0014), halving_finished=37, halving_subset=(64, 64),
-        halving_search="halving", subset_fraction=0.25, margin_z=3.0,
+        ours_choice=pair, naive_choice=pair, max_abs_score_diff=0.0, searches=(c2f, halving),
     )  # fmt: skip
     checks = targets(result.rows, calib, torch.device("cpu"))
     (check,) = [t for t in checks if t.name.startswith("calibration")]
-    assert check.name == "calibration: halving search time / naive loop time"
+    assert check.name == "calibration: coarse-to-fine search time / naive loop time"
     assert check.value == pytest.approx(0.14) and check.met
     text = speed.format_markdown(dataclasses.replace(result, calibration=calib, targets=checks))
-    rows = [line for line in text.splitlines() if line.startswith("| halving search")]
-    assert len(rows) == 1 and "| 14.0 | 0.140 | T=1000, ε=0.0014 |" in rows[0]
-    assert "64 + 64 images, then 37 pairs" in rows[0]
+    rows = [line for line in text.splitlines()
+            if line.startswith(("| coarse-to-fine search", "| halving search"))]  # fmt: skip
+    assert len(rows) == 2
+    assert rows[0].startswith("| coarse-to-fine search (calibrate's default): coarse-to-fine: 5")
+    assert rows[0].endswith("| 14.0 | 0.140 | T=1000, ε=0.0014 |")
+    assert rows[1].startswith("| halving search: successive halving: all 210 pairs on 64 + 64")
+    assert rows[1].endswith("| 31.0 | 0.310 | T=1000, ε=0.0014 |")
     assert "| full grid: grid_scores (one backward per T) | 30.0 | 0.300 |" in text
-    assert "Same choice: **True**" in text and "13.0, 14.0, 15.0 s" in text
+    assert "Same choice: **True**" in text and "coarse-to-fine 13.0, 14.0, 15.0" in text
     assert "grid on 256 ID + 256 OOD images (random)" in text  # the calibration's inputs
-    # A disagreeing halving run fails the same-choice check.
-    assert not dataclasses.replace(calib, halving_choice=(1.0, 0.0)).same_choice
+    # A disagreeing search fails the same-choice check.
+    other = dataclasses.replace(halving, choice=(1.0, 0.0))
+    assert not dataclasses.replace(calib, searches=(c2f, other)).same_choice
+    # Without a timed search the full grid stands for calibration.
+    bare_checks = targets(result.rows, dataclasses.replace(calib, searches=()), torch.device("cpu"))
+    (bare,) = [t for t in bare_checks if t.name.startswith("calibration")]
+    assert bare.name == "calibration: grid time / naive loop time" and bare.value == 0.3
 
 
 def test_channels_last_forward_equals_plain_forward(smooth_net, images):

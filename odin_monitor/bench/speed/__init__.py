@@ -24,15 +24,16 @@ of its peak RSS over the RSS after loading the model and data (the kernel's peak
 ``VmHWM`` is reset through ``/proc/self/clear_refs`` first; ``ru_maxrss`` elsewhere); on
 CUDA ``torch.cuda.max_memory_allocated`` over the allocation before the call.
 
-Calibration: the halving search :func:`odin_monitor.search.search_grid` (calibrate's
-default) and :func:`odin_monitor.scoring.grid_scores` (the full grid, shared work) vs a
+Calibration: the coarse-to-fine search :func:`odin_monitor.search.search_grid`
+(calibrate's default), the halving search and :func:`odin_monitor.scoring.grid_scores`
+(the full grid, shared work) vs a
 naive loop calling :func:`odin_monitor.odin_scores` once per ``(T, ε)`` pair, on the
 same ID and OOD sets (256 each by default); every grid goes through
 :class:`odin_monitor.grid.CalibrationGrid`, and the chosen pairs must agree.
 
 Modules, by role: :mod:`~odin_monitor.bench.speed.methods` (what is timed, on which
 images), :mod:`~odin_monitor.bench.speed.timing` (interleaved rounds, peak memory),
-:mod:`~odin_monitor.bench.speed.calibration` (halving, grid, naive loop),
+:mod:`~odin_monitor.bench.speed.calibration` (searches, grid, naive loop),
 :mod:`~odin_monitor.bench.speed.run` (:func:`run_speed`, the targets),
 :mod:`~odin_monitor.bench.speed.results`, :mod:`~odin_monitor.bench.speed.report`
 (:func:`format_markdown`) and :mod:`~odin_monitor.bench.speed.cli`

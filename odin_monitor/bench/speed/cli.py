@@ -70,7 +70,7 @@ def _parser(prog: str = "python -m odin_monitor.bench.speed") -> argparse.Argume
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry: run, print (and optionally write) the report.
 
-    Exits 1 when the halving search, the grid and the naive loop choose different pairs.
+    Exits 1 when the searches, the full grid and the naive loop choose different pairs.
     """
     args = (_parser(prog) if prog else _parser()).parse_args(argv)
     if args.memory_worker is not None:
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     publish(format_markdown(result), args.markdown, args.json, payload)
     if result.calibration is not None and not result.calibration.same_choice:
         print(
-            "ERROR: the halving search, the full grid and the naive loop chose different pairs.",
+            "ERROR: the searches, the full grid and the naive loop chose different pairs.",
             file=sys.stderr,
         )
         return 1

@@ -20,32 +20,18 @@ def _choice(pair: tuple[float, float] | None) -> str:
 
 
 def _calibration_lines(c: CalibrationTiming, inputs: str | None = None) -> list[str]:
-    rows = []
-    if c.halving_seconds is not None:
-        how = (
-            f"every pair on {c.halving_subset[0]} + {c.halving_subset[1]} images, then "
-            f"{c.halving_finished} pairs on all (margin {c.margin_z:g} SE)"
-            if c.halving_subset is not None
-            else "sets too small to halve: full grid"
-        )
-        rows.append(
-            [
-                f"halving search (calibrate's default; {how}), with its choice",
-                f"{c.halving_seconds:.1f}",
-                f"{c.halving_seconds / c.naive_seconds:.3f}",
-                _choice(c.halving_choice),
-            ]
-        )
-    if c.compiled_seconds is not None:
-        rows.append(
-            [
-                "halving search, compile=True (perturbed forwards on the compiled step; "
-                f"{c.compiled_finished} pairs finished), with its choice",
-                f"{c.compiled_seconds:.1f}",
-                f"{c.compiled_seconds / c.naive_seconds:.3f}",
-                _choice(c.compiled_choice),
-            ]
-        )
+    rows = [
+        [
+            f"{t.search} search"
+            + (", compile=True" if t.compiled else "")
+            + (" (calibrate's default)" if k == 0 else "")
+            + f": {t.detail}",
+            f"{t.seconds:.1f}",
+            f"{t.seconds / c.naive_seconds:.3f}",
+            _choice(t.choice),
+        ]
+        for k, t in enumerate(c.searches)
+    ]
     rows += [
         [
             "full grid: grid_scores (one backward per T)",
@@ -55,7 +41,10 @@ def _calibration_lines(c: CalibrationTiming, inputs: str | None = None) -> list[
         ],
         ["naive: odin_scores per pair", f"{c.naive_seconds:.1f}", "1.000", _choice(c.naive_choice)],
     ]
-    runs = ", ".join(f"{t:.1f}" for t in c.halving_rounds)
+    runs = "; ".join(
+        f"{t.search}{' compiled' if t.compiled else ''} " + ", ".join(f"{r:.1f}" for r in t.rounds)
+        for t in c.searches
+    )
     return [
         f"#### Calibration, ResNet-{c.depth}: {c.n_pairs}-pair grid on {c.n_id} ID + "
         f"{c.n_ood} OOD images" + (f" ({inputs})" if inputs else ""),
@@ -64,16 +53,9 @@ def _calibration_lines(c: CalibrationTiming, inputs: str | None = None) -> list[
         "",
         f"Same choice: **{c.same_choice}**; max |score difference| full grid vs naive "
         f"{c.max_abs_score_diff:.2e}. The naive loop and the full grid alternate chunk by "
-        "chunk (sums of their chunks, scores only); the halving search runs whole at evenly "
-        f"spaced points of that alternation (median of its runs: {runs} s), its choice "
-        "included."
-        + (
-            " Each compiled halving run follows an eager one (runs: "
-            + ", ".join(f"{t:.1f}" for t in c.compiled_rounds)
-            + " s)."
-            if c.compiled_rounds
-            else ""
-        ),
+        "chunk (sums of their chunks, scores only); the searches run whole, one after "
+        "another, at evenly spaced points of that alternation, their choices included"
+        + (f" (medians of the runs: {runs} s)." if runs else "."),
         "",
     ]
 

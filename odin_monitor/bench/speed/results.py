@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CalibrationTiming", "SpeedResult", "SpeedRow", "TargetCheck"]
+__all__ = ["CalibrationTiming", "SearchTiming", "SpeedResult", "SpeedRow", "TargetCheck"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,33 @@ class SpeedRow:
 
 
 @dataclass(frozen=True)
+class SearchTiming:
+    """Whole runs of one grid search (:func:`odin_monitor.search.search_grid`), its choice included.
+
+    Attributes:
+        search: The search asked for (``"coarse-to-fine"``, ``"halving"``).
+        compiled: Whether its perturbed forwards ran on the compiled step.
+        seconds: Median of the runs.
+        rounds: Every run's seconds.
+        choice: The pair chosen (NaN if the runs disagreed).
+        finished: Pairs scored on every image.
+        ran: The search that ran (``"full"`` where the sets were too small to halve).
+        detail: The search's own sentence (the calibration record's ``selection``).
+    """
+
+    search: str
+    compiled: bool
+    seconds: float
+    rounds: tuple[float, ...]
+    choice: tuple[float, float]
+    finished: int
+    ran: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class CalibrationTiming:
-    """Halving search and shared-work full grid vs the naive per-pair loop, same data.
+    """Grid searches and the shared-work full grid vs the naive per-pair loop, same data.
 
     Attributes:
         depth: ResNet depth.
@@ -57,20 +82,7 @@ class CalibrationTiming:
         ours_choice: The full grid's pair.
         naive_choice: The naive loop's pair.
         max_abs_score_diff: Largest |full grid - naive| score.
-        halving_seconds: Median of the whole halving runs (with its choice), if timed.
-        halving_rounds: Every halving run's seconds.
-        halving_choice: The halving search's pair (NaN if its runs disagreed).
-        halving_finished: Pairs the halving search scored on every image.
-        halving_subset: Its ``(ID, OOD)`` subset sizes (``None``: the sets were too
-            small to halve and it searched in full).
-        halving_search: The search that ran (``"halving"`` or ``"full"``).
-        subset_fraction: Halving's subset share.
-        margin_z: Halving's margin in binomial standard errors.
-        compiled_seconds: Median of the halving runs with ``compile=True`` (``None``:
-            not timed).
-        compiled_rounds: Every such run's seconds.
-        compiled_choice: Their pair (NaN if the runs disagreed).
-        compiled_finished: Pairs they scored on every image.
+        searches: The searches timed whole; the first is calibrate's default, eager.
     """
 
     depth: int
@@ -82,18 +94,7 @@ class CalibrationTiming:
     ours_choice: tuple[float, float]
     naive_choice: tuple[float, float]
     max_abs_score_diff: float
-    halving_seconds: float | None = None
-    halving_rounds: tuple[float, ...] = ()
-    halving_choice: tuple[float, float] | None = None
-    halving_finished: int | None = None
-    halving_subset: tuple[int, int] | None = None
-    halving_search: str | None = None
-    subset_fraction: float | None = None
-    margin_z: float | None = None
-    compiled_seconds: float | None = None
-    compiled_rounds: tuple[float, ...] = ()
-    compiled_choice: tuple[float, float] | None = None
-    compiled_finished: int | None = None
+    searches: tuple[SearchTiming, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -101,15 +102,15 @@ class CalibrationTiming:
         return self.ours_seconds / self.naive_seconds
 
     @property
-    def halving_ratio(self) -> float | None:
-        """The halving search's time over the naive loop's (``None`` if not timed)."""
-        return None if self.halving_seconds is None else self.halving_seconds / self.naive_seconds
+    def search_ratio(self) -> float | None:
+        """The first (default) search's time over the naive loop's (``None`` if none timed)."""
+        return self.searches[0].seconds / self.naive_seconds if self.searches else None
 
     @property
     def same_choice(self) -> bool:
-        """Whether every timed search chooses the same ``(T, ε)``."""
+        """Whether the full grid, the naive loop and every timed search choose alike."""
         agree = self.ours_choice == self.naive_choice
-        return agree and (self.halving_choice is None or self.halving_choice == self.naive_choice)
+        return agree and all(s.choice == self.naive_choice for s in self.searches)
 
 
 @dataclass(frozen=True)

@@ -97,14 +97,15 @@ def run_speed(
         include_compiled: Also time the compiled scorer (:mod:`odin_monitor.compiled`);
             its first call (the compilation) is timed apart and reported, and its scores
             are compared with the eager path's.
-        calibration: Time the halving search and the full grid against the naive loop
-            (first depth and batch size, fp32).
+        calibration: Time the grid searches (coarse-to-fine, calibrate's default, and
+            halving) and the full grid against the naive loop (first depth and batch
+            size, fp32).
         calib_n: ID and OOD images each for the calibration timing (halving needs
             256 or more: its subsets hold a quarter, at least 64 images).
         calib_id: The calibration timing's ID images: ``"jpeg"`` (the speed rows' images,
             JPEG-degraded CIFAR-10) or ``"lossless"`` (the lossless CIFAR-10 test images,
-            at most 1,000). The halving search's cost depends on the data: against Tiny
-            ImageNet crop the JPEG set's FPR landscape is flat, so most pairs contend.
+            at most 1,000). The searches' costs depend on the data: against Tiny ImageNet
+            crop the JPEG set's FPR landscape is flat, so most pairs contend in halving.
         calib_temperatures: Calibration ``T`` grid (default: the paper's).
         calib_epsilons: Calibration ``ε`` grid (default: the paper's).
         memory: Measure peak memory (CPU: one subprocess per method; CUDA: in process).
@@ -226,7 +227,7 @@ def run_speed(
                     )
                 if calibration and calib is None and not amp:
                     sink(
-                        f"[{clock}] ResNet-{depth}: calibration, halving and full grid vs "
+                        f"[{clock}] ResNet-{depth}: calibration, searches and full grid vs "
                         "naive loop "
                         f"({calib_n} ID + {calib_n} OOD)"
                     )
@@ -328,9 +329,13 @@ def targets(
         if PER_IMAGE in sel:
             out.append(speedup(OURS, PER_IMAGE, 50.0 if dev.type == "cuda" else 8.0))
     if calib is not None:
-        name = "calibration: halving search time / naive loop time"
-        value = calib.halving_ratio
+        value = calib.search_ratio
+        name = (
+            f"calibration: {calib.searches[0].search} search time / naive loop time"
+            if value is not None and calib.searches
+            else "calibration: grid time / naive loop time"
+        )
         if value is None:  # not timed: the full grid stands for calibration
-            name, value = "calibration: grid time / naive loop time", calib.ratio
+            value = calib.ratio
         out.append(TargetCheck(name, value, 0.25, False))
     return tuple(out)
