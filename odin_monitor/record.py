@@ -111,7 +111,7 @@ class CalibrationRecord:
             ``"jigsaw"``, ``"noise"``; :func:`odin_monitor.calibrate`), or ``None``.
         warnings: What the calibration's own checks found (low accuracy, a pair on
             the grid's edge, ODIN not beating MSP on the validation data).
-        search: How the grid was searched (``"halving"``, ``"full"``;
+        search: How the grid was searched (``"coarse-to-fine"``, ``"halving"``, ``"full"``;
             :mod:`odin_monitor.search`), or ``None``.
 
     Example:

@@ -1,9 +1,44 @@
-"""How the ``T × ε`` grid is searched: every pair on every image, or successive halving.
+"""How the ``T × ε`` grid is searched: every pair, coarse-to-fine, or successive halving.
 
 ``"full"`` scores every pair on every validation image (:func:`odin_monitor.scoring.grid_pass`).
 
-``"halving"`` (the default of :func:`odin_monitor.calibrate`) spends less on pairs that
-cannot win:
+``"coarse-to-fine"`` (the default of :func:`odin_monitor.calibrate`) spends less on
+pairs that cannot win, judged from estimates that cost no model work:
+
+1. score every ``T`` at the **coarse** ε (at most ``coarse_gap = 0.001`` apart, both
+   ends included: every fifth ε of the paper's grid) on every image
+   (:func:`coarse_columns`);
+2. **estimate** every other pair from the same pass: ODIN moves all ε of one ``T``
+   along one line ``x + ε·s`` (``s`` the gradient sign), and for a network of ReLUs,
+   max-pools and affine layers the logits are piecewise linear along it, so the
+   logits at ε are interpolated linearly between the nearest coarse ε
+   (:func:`odin_monitor.scoring.interpolated_log_scores`; exact wherever no ReLU
+   changes state in between) and scored, and each pair's FPR is read from the
+   estimates;
+3. **finish** on every image the pairs whose estimated FPR, less an allowance
+   ``max(estimate_margin, 2·e) + 1/N_out``, is at most the best exact FPR, where ``e``
+   is the largest ``|estimated − exact|`` FPR seen among the estimated pairs finished
+   so far (:func:`pairs_to_finish`); repeat while the allowance, widened by what was
+   seen, lets more in (a pass per round). As with halving, each finished pair is
+   computed in the images' own order and chunks, bit for bit the full grid's, and the
+   choice is the grid's own rule among the finished pairs.
+
+Cost, in forward-equivalents per image on the paper's 210 pairs: ≈ 1 + 14 + 40 for the
+coarse pass, ≈ 1 + 1.4 · (T values with a pair to finish) + (pairs finished) per round:
+about 70–150 against 650 for the naive loop. Measured in docs/RESULTS.md.
+
+**When coarse-to-fine can choose differently from the full grid.** Only when the full
+grid's pair is not finished, i.e. its *estimated* FPR exceeds the best exact FPR by more
+than the allowance: its estimate missed by more than ``max(margin, 2·e)`` plus one OOD
+image, and no finished pair showed a miss half that large. That takes ReLUs changing
+state between two coarse ε in a way that moves the winner's FPR more than it moved
+every pair finished near it; a smaller ``coarse_gap`` or a larger ``estimate_margin``
+makes it rarer (``search="full"`` rules it out). On the shared sets it chose as the full
+grid every time: ResNet-20 and ResNet-56, JPEG and lossless CIFAR-10 against Tiny
+ImageNet crop, resize and the ODIN authors' resize, 256, 500 and 1,000 images each, the
+paper's grid and a 4 × 11 one (tests/test_search_data.py, docs/RESULTS.md).
+
+``"halving"`` spends less on pairs that cannot win by sampling:
 
 1. score **every** pair on a seeded random subset (``subset_fraction`` of the
    in-distribution images and of the OOD images, at least :data:`MIN_SUBSET_IMAGES`
