@@ -34,9 +34,11 @@ image, and no finished pair showed a miss half that large. That takes ReLUs chan
 state between two coarse ε in a way that moves the winner's FPR more than it moved
 every pair finished near it; a smaller ``coarse_gap`` or a larger ``estimate_margin``
 makes it rarer (``search="full"`` rules it out). On the shared sets it chose as the full
-grid every time: ResNet-20 and ResNet-56, JPEG and lossless CIFAR-10 against Tiny
-ImageNet crop, resize and the ODIN authors' resize, 256, 500 and 1,000 images each, the
-paper's grid and a 4 × 11 one (tests/test_search_data.py, docs/RESULTS.md).
+grid every time it was tried: ResNet-20 on JPEG and lossless CIFAR-10 against Tiny
+ImageNet crop, resize and the ODIN authors' resize on the paper's grid, and on lossless
+CIFAR-10 against those three, jigsaw and noise on a 4 × 11 grid
+(tests/test_search_data.py); further cases (ResNet-56, up to 1,000 images per set) in
+docs/RESULTS.md.
 
 ``"halving"`` spends less on pairs that cannot win by sampling:
 
@@ -495,7 +497,6 @@ def coarse_to_fine_choice(
     full_fpr = fpr_at_tpr_cube(s_in, s_out, tpr_target)
     est_fpr = np.where(done, np.nan, fpr_at_tpr_cube(est_in, est_out, tpr_target))
     est_fpr[np.isnan(np.asarray(est_in)).any(-1) | np.isnan(np.asarray(est_out)).any(-1)] = np.nan
-    est_fpr[done] = np.nan
     _, done, rounds, e = _refine(
         np.where(done, full_fpr, np.nan), est_fpr, done, s_out.shape[-1], margin,
         lambda more: full_fpr,
@@ -654,8 +655,13 @@ def search_grid(
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
         >>> x_id, x_ood = torch.rand(300, 3, 4, 4), torch.rand(300, 3, 4, 4)
         >>> found = search_grid(net, x_id, x_ood, temperatures=[1, 1000],
-        ...                     epsilons=[0.0, 0.002], normalization=None)
-        >>> found.search, found.n_subset, found.finished[:, 0].tolist()
+        ...                     epsilons=[0.0, 0.0005, 0.001, 0.0015, 0.002],
+        ...                     normalization=None)
+        >>> found.search, found.coarse.tolist(), bool(found.finished[:, ::2].all())
+        ('coarse-to-fine', [True, False, True, False, True], True)
+        >>> halved = search_grid(net, x_id, x_ood, temperatures=[1, 1000],
+        ...                      epsilons=[0.0, 0.002], normalization=None, search="halving")
+        >>> halved.search, halved.n_subset, halved.finished[:, 0].tolist()
         ('halving', (75, 75), [True, True])
     """
     rule, frac, z = check_search(search, subset_fraction, margin_z)
