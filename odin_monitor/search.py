@@ -278,6 +278,25 @@ def subset_indices(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
+def _choice_among(
+    finished: np.ndarray,
+    s_in: np.ndarray,
+    s_out: np.ndarray,
+    temperatures: Sequence[float],
+    epsilons: Sequence[float],
+    tpr_target: float,
+) -> tuple[float, float]:
+    """The grid's own choice among the ``finished`` pairs of the score cubes."""
+    best = CalibrationGrid.from_scores(
+        np.where(finished[..., None], s_in, np.nan),
+        np.where(finished[..., None], s_out, np.nan),
+        temperatures,
+        epsilons,
+        tpr_target,
+    ).best
+    return (best.temperature, best.epsilon)
+
+
 @dataclass(frozen=True)
 class HalvingChoice:
     """The halving rule applied to known score cubes (:func:`halving_choice`).
@@ -329,15 +348,8 @@ def halving_choice(
     fpr = fpr_at_tpr_cube(s_in[..., idx_in], s_out[..., idx_out], tpr_target)
     mask, margin = contender_mask(fpr, idx_out.size, margin_z)
     mask = mask | (np.asarray(epsilons, dtype=np.float64) == 0)[None, :]
-    grid = CalibrationGrid.from_scores(
-        np.where(mask[..., None], s_in, np.nan),
-        np.where(mask[..., None], s_out, np.nan),
-        temperatures,
-        epsilons,
-        tpr_target,
-    )
-    best = grid.best
-    return HalvingChoice((best.temperature, best.epsilon), mask, fpr, margin)
+    chosen = _choice_among(mask, s_in, s_out, temperatures, epsilons, tpr_target)
+    return HalvingChoice(chosen, mask, fpr, margin)
 
 
 def coarse_columns(epsilons: Sequence[float], gap: float = DEFAULT_COARSE_GAP) -> np.ndarray:
@@ -501,15 +513,8 @@ def coarse_to_fine_choice(
         np.where(done, full_fpr, np.nan), est_fpr, done, s_out.shape[-1], margin,
         lambda more: full_fpr,
     )  # fmt: skip
-    grid = CalibrationGrid.from_scores(
-        np.where(done[..., None], s_in, np.nan),
-        np.where(done[..., None], s_out, np.nan),
-        temperatures,
-        epsilons,
-        tpr_target,
-    )
-    best = grid.best
-    return RefineChoice((best.temperature, best.epsilon), done, coarse, est_fpr, rounds, e)
+    chosen = _choice_among(done, s_in, s_out, temperatures, epsilons, tpr_target)
+    return RefineChoice(chosen, done, coarse, est_fpr, rounds, e)
 
 
 @dataclass(frozen=True)
