@@ -119,8 +119,9 @@ def _search_summary(search: str | None, finished: np.ndarray | None, asked: str)
     "whose estimate could still win; halving scores every pair on a subset, then only the "
     "pairs near the subset's best on every image (falls back to full when a subset would "
     "hold under 64 images); full scores every pair on every image. Trade-off: "
-    "coarse-to-fine costs about a quarter of full on the paper's grid and halving about "
-    "half; either can miss full's pair when its estimates mislead.",
+    "coarse-to-fine cost about half of full on the paper's grid (0.17-0.20x a naive loop "
+    "over the pairs, docs/RESULTS.md), halving about as much as full where many pairs lie "
+    "within its subset's noise; either can miss full's pair when its estimates mislead.",
 )
 @click.option(
     "--subset-fraction",
