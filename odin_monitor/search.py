@@ -473,6 +473,14 @@ def _refine(
         rounds += 1
 
 
+def _estimated_fpr(est_in: np.ndarray, est_out: np.ndarray, tpr_target: float) -> np.ndarray:
+    """FPR of every pair's estimated scores; NaN where a pair lacks an estimate anywhere."""
+    a, b = np.asarray(est_in, np.float64), np.asarray(est_out, np.float64)
+    fpr = fpr_at_tpr_cube(a, b, tpr_target)
+    fpr[np.isnan(a).any(-1) | np.isnan(b).any(-1)] = np.nan
+    return fpr
+
+
 def coarse_to_fine_choice(
     s_in: np.ndarray,
     s_out: np.ndarray,
@@ -507,8 +515,7 @@ def coarse_to_fine_choice(
     coarse = coarse_columns(epsilons, coarse_gap)
     done = np.broadcast_to(coarse, s_in.shape[:2]).copy()
     full_fpr = fpr_at_tpr_cube(s_in, s_out, tpr_target)
-    est_fpr = np.where(done, np.nan, fpr_at_tpr_cube(est_in, est_out, tpr_target))
-    est_fpr[np.isnan(np.asarray(est_in)).any(-1) | np.isnan(np.asarray(est_out)).any(-1)] = np.nan
+    est_fpr = np.where(done, np.nan, _estimated_fpr(est_in, est_out, tpr_target))
     _, done, rounds, e = _refine(
         np.where(done, full_fpr, np.nan), est_fpr, done, s_out.shape[-1], margin,
         lambda more: full_fpr,
@@ -744,8 +751,7 @@ def _coarse_to_fine(
     passes = [run(x_id, first, True), run(x_ood, first, True)]
     est = [p.estimates for p in passes]
     assert est[0] is not None and est[1] is not None  # asked for: estimate=True
-    est_fpr = fpr_at_tpr_cube(est[0].numpy(), est[1].numpy(), tpr)
-    est_fpr[est[0].isnan().any(-1).numpy() | est[1].isnan().any(-1).numpy()] = np.nan
+    est_fpr = _estimated_fpr(est[0].numpy(), est[1].numpy(), tpr)
 
     def exact_fpr() -> np.ndarray:
         return fpr_at_tpr_cube(passes[0].scores.numpy(), passes[1].scores.numpy(), tpr)
