@@ -40,6 +40,7 @@ from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 
 import odin_monitor
 from mlflow_plugin import _mlflow_compat as compat
+from mlflow_plugin.allocator import tune_malloc_for_serving
 from mlflow_plugin.export import (
     ModelExportError,
     export_classifier,
@@ -298,6 +299,7 @@ def save_model(
             "compile": None,
             "device": None,
             "inference_log": None,
+            "malloc_tuning": None,
             "model_name": None,
             "model_version": None,
         },
@@ -523,10 +525,16 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     ``model_config={"device": ...}`` picks the device; ``model_config={"compile": ...}``
     or the environment variable ``ODIN_COMPILE`` (``true``, ``false``, ``auto``; for
     ``mlflow models serve`` workers) scores on a compiled copy, compiled here at load
-    (warm-up) rather than on the first request.
+    (warm-up) rather than on the first request. ``model_config={"malloc_tuning": ...}``
+    or ``ODIN_MALLOC_TUNING`` (default ``auto``: inside MLflow's scoring server) keeps
+    freed memory mapped between requests (:mod:`mlflow_plugin.allocator`).
     """
     conf = compat.flavor_configuration(path, FLAVOR_NAME)
     config = dict(model_config or {})
+    try:
+        tune_malloc_for_serving(config.get("malloc_tuning"))
+    except ValueError as err:
+        raise MlflowException.invalid_parameter_value(str(err)) from err
     device = resolve_device(config.get("device"))
     compile_setting = compile_setting_from(config)
     record = read_record(path, conf)
