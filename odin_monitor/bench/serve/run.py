@@ -169,6 +169,7 @@ def run_serve(
     formats: Sequence[str] = FORMATS,
     file_format: str = "PNG",
     compile: bool = False,
+    malloc_tuning: str = "auto",
     log: Log | None = None,
 ) -> ServeResult:
     """Benchmark ``mlflow models serve`` of an ``odin`` model on 127.0.0.1.
@@ -197,6 +198,9 @@ def run_serve(
         compile: Score on the compiled step (:mod:`odin_monitor.compiled`) in the servers
             (``ODIN_COMPILE=true``, compiled at load) and in process (warmed up before
             timing); default the eager path.
+        malloc_tuning: ``ODIN_MALLOC_TUNING`` of the servers (:mod:`mlflow_plugin.allocator`):
+            ``"auto"`` (tuned, as every scoring server is by default) or ``"false"``
+            (glibc's defaults, to measure what the tuning buys).
         log: Called with one progress line per step; default silent.
 
     Returns:
@@ -212,7 +216,12 @@ def run_serve(
         (0, True)
     """
     import mlflow_plugin
+    from mlflow_plugin.allocator import MALLOC_TUNING_ENV, parse_malloc_tuning
 
+    tuning = parse_malloc_tuning(malloc_tuning, "malloc_tuning")
+    server_env = {MALLOC_TUNING_ENV: str(tuning).lower()} | (
+        {"ODIN_COMPILE": "true"} if compile else {}
+    )
     sizes, kinds = _check_args(batch_sizes, concurrency, requests_per_size, duration_limit_s,
                                workers, formats, file_format)  # fmt: skip
     say: Log = log or (lambda _line: None)
@@ -235,6 +244,8 @@ def run_serve(
         shape = tuple(int(s) for s in det.input_shape_)
         desc += f"; input {shape}, {det.n_classes_} classes, served batch_size {det.batch_size}"
         desc += "; compiled scorer (ODIN_COMPILE=true)" if compile else "; eager scorer"
+        desc += f"; servers' glibc malloc: {MALLOC_TUNING_ENV}={server_env[MALLOC_TUNING_ENV]}"
+        desc += " (tuned for serving)" if tuning else " (glibc's defaults)"
         if "image" in folders and spec is None:
             raise ValueError(f"The image model {folders['image']} has no preprocessing spec.")
         images = _request_images(data, shape, file_format, max(sizes) * 2, seed)
@@ -254,7 +265,7 @@ def run_serve(
                         tracking_uri=tracking_uri,
                         log_file=tmp / f"server-{fmt}.log",
                         timeout=_PING_TIMEOUT_S,
-                        extra_env={"ODIN_COMPILE": "true"} if compile else None,
+                        extra_env=server_env,
                     )
                 )
                 say(f"{fmt} server pid {server.proc.pid} ready after {server.start_seconds:.1f} s")
