@@ -65,6 +65,7 @@ from mlflow_plugin.pyfunc import (
     model_signature,
     resolve_device,
 )
+from mlflow_plugin.scorer_thread import ScorerThread, scorer_for
 from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
 from odin_monitor.compiled import CompileSetting
@@ -302,6 +303,7 @@ def save_model(
             "malloc_tuning": None,
             "model_name": None,
             "model_version": None,
+            "scorer_thread": None,
         },
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
@@ -525,16 +527,26 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     ``model_config={"device": ...}`` picks the device; ``model_config={"compile": ...}``
     or the environment variable ``ODIN_COMPILE`` (``true``, ``false``, ``auto``; for
     ``mlflow models serve`` workers) scores on a compiled copy, compiled here at load
-    (warm-up) rather than on the first request. ``model_config={"malloc_tuning": ...}``
-    or ``ODIN_MALLOC_TUNING`` (default ``auto``: inside MLflow's scoring server) keeps
-    freed memory mapped between requests (:mod:`mlflow_plugin.allocator`).
+    (warm-up) rather than on the first request. Inside MLflow's scoring server (and
+    wherever ``true``): ``malloc_tuning`` / ``ODIN_MALLOC_TUNING`` keeps freed memory
+    mapped between requests (:mod:`mlflow_plugin.allocator`), and ``scorer_thread`` /
+    ``ODIN_SCORER_THREAD`` loads and scores on one thread (:mod:`mlflow_plugin.scorer_thread`).
     """
-    conf = compat.flavor_configuration(path, FLAVOR_NAME)
     config = dict(model_config or {})
     try:
+        scorer = scorer_for(config.get("scorer_thread"))
         tune_malloc_for_serving(config.get("malloc_tuning"))
     except ValueError as err:
         raise MlflowException.invalid_parameter_value(str(err)) from err
+    if scorer is None:
+        return _load_pyfunc_here(path, config, None)
+    return scorer.run(_load_pyfunc_here, path, config, scorer)
+
+
+def _load_pyfunc_here(
+    path: str, config: dict[str, Any], scorer: ScorerThread | None
+) -> OdinPyfuncModel:
+    conf = compat.flavor_configuration(path, FLAVOR_NAME)
     device = resolve_device(config.get("device"))
     compile_setting = compile_setting_from(config)
     record = read_record(path, conf)
@@ -543,11 +555,12 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
     if det.compiles:
         det.warm_up()  # compile at load, not on the first request
     # ODIN_INFERENCE_LOG or model_config={"inference_log": folder}: every scored row logged.
-    inference_log = writer_from_config(dict(model_config or {}), calibration_sha256=record.sha256())
+    inference_log = writer_from_config(config, calibration_sha256=record.sha256())
     return OdinPyfuncModel(
         det,
         batch_size=int(conf.get("batch_size", det.batch_size)),
         threshold=det.threshold_,
         preprocessing=record.preprocessing,
         inference_log=inference_log,
+        scorer=scorer,
     )

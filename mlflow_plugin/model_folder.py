@@ -68,6 +68,7 @@ SHIPPED_FILES: dict[str, tuple[str, ...]] = {
         "__init__.py", "py.typed", "_mlflow_compat.py", "export.py", "flavor.py",
         "pt2_check.py", "pt2_grammar.py", "pt2_schema.py", "pyfunc.py", "registry.py",
         "tags.py", "errors.py", "model_folder.py", "integrity.py", "allocator.py",
+        "scorer_thread.py",
     ),
 }  # fmt: skip
 

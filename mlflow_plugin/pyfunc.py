@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+from mlflow_plugin.scorer_thread import ScorerThread
 from odin_monitor.columns import MLFLOW_TYPES, SCORE_COLUMNS
 from odin_monitor.compiled import CompileSetting, parse_compile_setting
 from odin_monitor.detector import OdinDetector
@@ -227,6 +228,8 @@ class OdinPyfuncModel:
             for a model that takes tensors only.
         inference_log: Where every scored request's rows are appended
             (:class:`~odin_monitor.inference_log.InferenceLogWriter`), or ``None``.
+        scorer: The thread that scores (:class:`~mlflow_plugin.scorer_thread.ScorerThread`,
+            the one the model was loaded on), or ``None`` for the caller's thread.
     """
 
     def __init__(
@@ -237,8 +240,10 @@ class OdinPyfuncModel:
         threshold: float,
         preprocessing: Preprocessing | None = None,
         inference_log: InferenceLogWriter | None = None,
+        scorer: ScorerThread | None = None,
     ) -> None:
         self.detector = detector
+        self.scorer = scorer
         self.inference_log = inference_log
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
@@ -295,8 +300,12 @@ class OdinPyfuncModel:
         det.batch_size = batch_size
         try:
             x = self._images(model_input, tuple(det.input_shape_))
-            # Concurrent requests take turns inside the core's per-model lock.
-            scores = det.score_batch(x, threshold=threshold)
+            # Concurrent requests take turns inside the core's per-model lock (and, in
+            # a server, on the one scorer thread); they decode (above) side by side.
+            if self.scorer is None:
+                scores = det.score_batch(x, threshold=threshold)
+            else:
+                scores = self.scorer.run(det.score_batch, x, threshold=threshold)
         except OdinError as err:
             raise MlflowException.invalid_parameter_value(str(err)) from err
         frame = scores.to_frame()
