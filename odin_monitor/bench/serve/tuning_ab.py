@@ -1,16 +1,17 @@
-"""What the serving malloc tuning buys: two servers of one model, side by side, interleaved.
+"""What the serving-process tunings buy: one model served four ways, side by side, interleaved.
 
-The same image model is served twice with ``mlflow models serve`` on 127.0.0.1: once as
-every scoring server runs it (``ODIN_MALLOC_TUNING=auto``: glibc malloc tuned at load,
-:mod:`mlflow_plugin.allocator`) and once with glibc's defaults
-(``ODIN_MALLOC_TUNING=false``). Rounds alternate between the two, so both see the same
+The same image model is served with ``mlflow models serve`` on 127.0.0.1 once per
+variant of :data:`VARIANTS`: as every scoring server now runs it (glibc malloc tuned at
+load, :mod:`mlflow_plugin.allocator`; loading and scoring on one thread,
+:mod:`mlflow_plugin.scorer_thread`), with either turned off, and with both off (how a
+served model ran before them). Rounds alternate between the servers, so all see the same
 machine: each round sends a burst of base64-PNG requests at each concurrency to each
-server and reads, from ``/proc``, the server process group's user and kernel CPU time,
-minor page faults, and at the end its peak resident memory (``VmHWM``). The answers of
-the two servers must be equal (the tuning changes where memory comes from, not a score).
-Linux only (``/proc``).
+server and reads, from ``/proc``, the server process group's user and kernel CPU time and
+minor page faults, and at the end its peak resident memory (``VmHWM``). The servers'
+answers must be equal (the tunings change where memory comes from and which thread
+scores, not a score). Linux only (``/proc``).
 
-Run: ``python -m odin_monitor.bench.serve.malloc_ab --batch-size 256 --rounds 4 --compile``.
+Run: ``python -m odin_monitor.bench.serve.tuning_ab --batch-size 256 --rounds 4 --compile``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow_plugin.allocator import MALLOC_TUNING_ENV
+from mlflow_plugin.scorer_thread import SCORER_THREAD_ENV
 from mlflow_plugin.serving import running_server
 from odin_monitor.bench.common import (
     Log,
@@ -43,8 +45,13 @@ from odin_monitor.bench.serve.run import _models, _request_images
 
 __all__ = ["VARIANTS", "Burst", "Cost", "format_ab", "group_cost", "main", "run_ab"]
 
-#: Server variants, in report order: name -> ODIN_MALLOC_TUNING.
-VARIANTS = {"tuned": "auto", "glibc defaults": "false"}
+#: Server variants, in report order: name -> environment; the last is the baseline.
+VARIANTS: dict[str, dict[str, str]] = {
+    "both (default)": {},
+    "malloc tuning only": {SCORER_THREAD_ENV: "false"},
+    "scorer thread only": {MALLOC_TUNING_ENV: "false"},
+    "neither": {MALLOC_TUNING_ENV: "false", SCORER_THREAD_ENV: "false"},
+}
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -130,7 +137,7 @@ def run_ab(
     seed: int = 0,
     log: Log | None = None,
 ) -> tuple[list[Burst], dict[str, float], str]:
-    """Serve one image model tuned and untuned; alternate bursts of requests between them.
+    """Serve one image model as each variant; alternate bursts of requests between them.
 
     Returns:
         The bursts (``rounds`` per variant and concurrency), each server's peak RSS
@@ -148,20 +155,20 @@ def run_ab(
     say: Log = log or (lambda _line: None)
     data = find_data_dir(data_dir)
     bursts: list[Burst] = []
-    with tempfile.TemporaryDirectory(prefix="odin-malloc-ab-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="odin-tuning-ab-") as tmp_name:
         tmp = Path(tmp_name)
         folders, desc, _ = _models(None, tmp, data, ("image",), None, seed, say, [])
         images = _request_images(data, (3, 32, 32), "PNG", batch_size, seed)
         body = image_body(images.files[:batch_size])
         with contextlib.ExitStack() as stack:
             servers = {}
-            for name, setting in VARIANTS.items():
-                env = {MALLOC_TUNING_ENV: setting} | ({"ODIN_COMPILE": "true"} if compile else {})
-                say(f"starting the {name} server ({MALLOC_TUNING_ENV}={setting})")
+            for i, (name, variant) in enumerate(VARIANTS.items()):
+                env = variant | ({"ODIN_COMPILE": "true"} if compile else {})
+                say(f"starting the {name} server {variant or ''}")
                 servers[name] = stack.enter_context(
                     running_server(
                         folders["image"],
-                        log_file=tmp / f"{setting}.log",
+                        log_file=tmp / f"server-{i}.log",
                         timeout=180.0,
                         extra_env=env,
                     )
@@ -173,9 +180,11 @@ def run_ab(
                     raise RuntimeError(f"{name} server: {outcome.error}")
                 answers[name] = predictions_frame(payload)
                 _burst(name, server.port, server.proc.pid, body, batch_size, max(concurrency), 2)
-            diff, labels = compare(*answers.values())
-            if not (diff == 0.0 and labels):
-                raise RuntimeError(f"The two servers' scores differ (max {diff}, labels {labels}).")
+            first = next(iter(answers.values()))
+            for name, answer in answers.items():
+                diff, labels = compare(answer, first)
+                if not (diff == 0.0 and labels):
+                    raise RuntimeError(f"The {name} server's scores differ (max {diff}).")
             for r in range(rounds):
                 say(f"round {r + 1} of {rounds}")
                 for conc in concurrency:
@@ -188,7 +197,7 @@ def run_ab(
 
 
 def format_ab(bursts: Sequence[Burst], peaks: dict[str, float], model: str, command: str) -> str:
-    """The markdown report: medians per variant and concurrency, and tuned / defaults."""
+    """The markdown report: medians per variant and concurrency, and each / the baseline."""
     rows, speed = [], {}
     for conc in dict.fromkeys(b.concurrency for b in bursts):
         for name in VARIANTS:
@@ -201,9 +210,10 @@ def format_ab(bursts: Sequence[Burst], peaks: dict[str, float], model: str, comm
                 f"{statistics.median(b.sys_ms for b in mine):.0f}",
                 f"{statistics.median(b.faults for b in mine):,.0f}", f"{peaks[name]:,.0f}",
             ])  # fmt: skip
-    names = list(VARIANTS)
+    names, base = list(VARIANTS)[:-1], list(VARIANTS)[-1]
     ratios = "; ".join(
-        f"concurrency {c}: {speed[(names[0], c)] / speed[(names[1], c)]:.2f}×"
+        f"concurrency {c}: "
+        + ", ".join(f"{n} {speed[(n, c)] / speed[(base, c)]:.2f}×" for n in names)
         for c in dict.fromkeys(b.concurrency for b in bursts)
     )
     head = ["server", "concurrency", "images/s (median)", "per round", "user ms/request",
@@ -211,12 +221,12 @@ def format_ab(bursts: Sequence[Burst], peaks: dict[str, float], model: str, comm
     m = machine_info()
     where = f"{m['cpu']}, {m['cpu_cores']} cores, torch threads {m['torch_threads']}"
     return "\n".join([
-        "#### Serving malloc tuning: tuned vs glibc defaults, same model, interleaved",
+        "#### Serving-process tunings: one model served four ways, interleaved",
         "", f"Command: `{command}`", "",
         f"Machine: {where}, {m['date']}; "
         f"load average (1 min) {os.getloadavg()[0]:.2f} at the end.", "",
         f"Model: {model}.", "", markdown_table(head, rows), "",
-        f"Tuned / glibc defaults, images/s: {ratios}. Scores of the two servers equal "
+        f"Images/s ÷ {base}'s: {ratios}. Scores of all servers equal "
         "(max |difference| 0). CPU time, faults and peak RSS are the server process "
         "group's, from /proc; the client threads share the same cores.",
     ])  # fmt: skip
@@ -224,14 +234,14 @@ def format_ab(bursts: Sequence[Burst], peaks: dict[str, float], model: str, comm
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(prog="python -m odin_monitor.bench.serve.malloc_ab",
+    p = argparse.ArgumentParser(prog="python -m odin_monitor.bench.serve.tuning_ab",
                                 description=__doc__.split("\n")[0])  # fmt: skip
     p.add_argument("--data-dir", type=Path, default=None, help="shared data folder")
     p.add_argument("--batch-size", type=int, default=256, help="images per request")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--requests", type=int, default=8, help="requests per burst")
-    p.add_argument("--compile", action="store_true", help="ODIN_COMPILE=true in both servers")
+    p.add_argument("--compile", action="store_true", help="ODIN_COMPILE=true in every server")
     p.add_argument("--markdown", type=Path, help="write the report here")
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
