@@ -7,7 +7,9 @@
 * :mod:`~odin_monitor.bench.serve.results`: :class:`ServeResult`, :class:`SizeResult`;
 * :mod:`~odin_monitor.bench.serve.report`: :func:`format_markdown`;
 * :mod:`~odin_monitor.bench.serve.cli`: ``python -m odin_monitor.bench.serve --help``
-  (also ``odin-monitor bench serve``).
+  (also ``odin-monitor bench serve``);
+* :mod:`~odin_monitor.bench.serve.tuning_ab`: the serving-process tunings (malloc, one
+  scorer thread) on and off, one model served four ways side by side.
 
 This benchmark imports :mod:`mlflow_plugin` (the benchmarks sit above the core and the
 plugin; neither imports them).
