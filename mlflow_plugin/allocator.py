@@ -4,12 +4,11 @@ MLflow's scoring server runs every request's ``predict`` in a worker thread
 (``asyncio.to_thread``). A worker thread allocates from its own glibc *arena*, made of
 64 MiB heaps, and glibc gives a heap back to the kernel (``munmap``) as soon as its
 memory is all free. An ODIN pass on a batch (forward, input gradient, forward) needs
-more than one heap, so after each request its heaps
-go back and the next request maps them again and page-faults on every 4 KiB page:
-measured in a served ResNet-20 process (8 runs of ``mlflow models serve``, batch 256):
-8,000-73,000 minor faults and 50-260 ms of kernel time per request, none in a plain
-process scoring the same batch. ``strace`` of the server shows the pattern: a 64 MiB heap mapped and
-unmapped several times per request.
+more than one heap, so after each request its heaps go back, and the next request maps
+them again and page-faults on every 4 KiB page. Measured in a served ResNet-20 process
+(8 runs of ``mlflow models serve``, batch 256): 8,000-73,000 minor faults and 50-260 ms
+of kernel time per request, none in a plain process scoring the same batch; ``strace``
+of the server shows a 64 MiB heap mapped and unmapped several times per request.
 
 :func:`tune_malloc` sets three of glibc's ``mallopt`` parameters for the whole process
 so freed memory stays mapped for the next request:
@@ -59,7 +58,7 @@ __all__ = [
     "wanted",
 ]
 
-_log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 #: ``true``, ``false`` or ``auto`` (default: only inside MLflow's scoring server).
 MALLOC_TUNING_ENV = "ODIN_MALLOC_TUNING"
@@ -187,5 +186,5 @@ def tune_malloc_for_serving(setting: Any = None) -> MallocTuning | None:
     with _lock:
         if _done is None:
             _done = tune_malloc()
-            _log.info("%s (%s=false keeps glibc's defaults)", _done.reason, MALLOC_TUNING_ENV)
+            _logger.info("%s (%s=false keeps glibc's defaults)", _done.reason, MALLOC_TUNING_ENV)
         return _done

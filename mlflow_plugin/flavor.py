@@ -65,7 +65,7 @@ from mlflow_plugin.pyfunc import (
     model_signature,
     resolve_device,
 )
-from mlflow_plugin.scorer_thread import ScorerThread, scorer_for
+from mlflow_plugin.scorer_thread import scorer_for
 from mlflow_plugin.tags import tag_model_version
 from odin_monitor.calibration import CalibrationResult
 from odin_monitor.compiled import CompileSetting
@@ -538,23 +538,14 @@ def _load_pyfunc(path: str, model_config: Mapping[str, Any] | None = None) -> Od
         tune_malloc_for_serving(config.get("malloc_tuning"))
     except ValueError as err:
         raise MlflowException.invalid_parameter_value(str(err)) from err
-    if scorer is None:
-        return _load_pyfunc_here(path, config, None)
-    return scorer.run(_load_pyfunc_here, path, config, scorer)
-
-
-def _load_pyfunc_here(
-    path: str, config: dict[str, Any], scorer: ScorerThread | None
-) -> OdinPyfuncModel:
     conf = compat.flavor_configuration(path, FLAVOR_NAME)
-    device = resolve_device(config.get("device"))
-    compile_setting = compile_setting_from(config)
     record = read_record(path, conf)
-    det = _load_detector(path, conf, device=device, record=record, compile=compile_setting)
-    check_signature_matches(path, float(det.threshold_))
-    if det.compiles:
-        det.warm_up()  # compile at load, not on the first request
+    if scorer is None:
+        det = _ready_detector(path, conf, record, config)
+    else:  # torch work on the scorer thread: the process keeps one OpenMP team
+        det = scorer.run(_ready_detector, path, conf, record, config)
     # ODIN_INFERENCE_LOG or model_config={"inference_log": folder}: every scored row logged.
+    # Made here, on the loading thread: its stop-signal handlers need the main thread.
     inference_log = writer_from_config(config, calibration_sha256=record.sha256())
     return OdinPyfuncModel(
         det,
@@ -564,3 +555,16 @@ def _load_pyfunc_here(
         inference_log=inference_log,
         scorer=scorer,
     )
+
+
+def _ready_detector(
+    path: str, conf: Mapping[str, Any], record: CalibrationRecord, config: Mapping[str, Any]
+) -> OdinDetector:
+    """The detector loaded on its device, checked against the signature, warmed up."""
+    device = resolve_device(config.get("device"))
+    compile_setting = compile_setting_from(config)
+    det = _load_detector(path, conf, device=device, record=record, compile=compile_setting)
+    check_signature_matches(path, float(det.threshold_))
+    if det.compiles:
+        det.warm_up()  # compile at load, not on the first request
+    return det

@@ -52,7 +52,6 @@ class ScorerThread:
 
     def __init__(self, name: str = "odin-scorer") -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._ident: int | None = None
         self._ident = self._pool.submit(threading.get_ident).result()
 
     def run(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:

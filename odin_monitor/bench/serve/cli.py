@@ -57,11 +57,10 @@ def _parser(prog: str = "python -m odin_monitor.bench.serve") -> argparse.Argume
         help="score on the compiled step in the servers (ODIN_COMPILE=true) and in process",
     )
     p.add_argument(
-        "--malloc-tuning",
-        choices=("auto", "false"),
-        default="auto",
-        help="the servers' ODIN_MALLOC_TUNING: auto (glibc malloc tuned for serving, "
-        "the default of every scoring server) or false (glibc's defaults)",
+        "--no-serving-tunings",
+        action="store_true",
+        help="serve with ODIN_MALLOC_TUNING=false and ODIN_SCORER_THREAD=false (how a "
+        "served model ran before them; default: both auto, as in every scoring server)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", type=Path, help="write the markdown report here")
@@ -95,7 +94,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         formats=args.formats,
         file_format=args.file_format,
         compile=args.compile,
-        malloc_tuning=args.malloc_tuning,
+        serving_tunings=not args.no_serving_tunings,
         log=log,
     )
     publish(format_markdown(result), args.markdown, args.json, result.to_dict())

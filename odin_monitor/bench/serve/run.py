@@ -169,7 +169,7 @@ def run_serve(
     formats: Sequence[str] = FORMATS,
     file_format: str = "PNG",
     compile: bool = False,
-    malloc_tuning: str = "auto",
+    serving_tunings: bool = True,
     log: Log | None = None,
 ) -> ServeResult:
     """Benchmark ``mlflow models serve`` of an ``odin`` model on 127.0.0.1.
@@ -198,9 +198,9 @@ def run_serve(
         compile: Score on the compiled step (:mod:`odin_monitor.compiled`) in the servers
             (``ODIN_COMPILE=true``, compiled at load) and in process (warmed up before
             timing); default the eager path.
-        malloc_tuning: ``ODIN_MALLOC_TUNING`` of the servers (:mod:`mlflow_plugin.allocator`):
-            ``"auto"`` (tuned, as every scoring server is by default) or ``"false"``
-            (glibc's defaults, to measure what the tuning buys).
+        serving_tunings: Leave the servers' ``ODIN_MALLOC_TUNING`` and
+            ``ODIN_SCORER_THREAD`` at ``auto`` (on, as in every scoring server); ``False``
+            sets both to ``false`` (how a served model ran before them).
         log: Called with one progress line per step; default silent.
 
     Returns:
@@ -216,12 +216,12 @@ def run_serve(
         (0, True)
     """
     import mlflow_plugin
-    from mlflow_plugin.allocator import MALLOC_TUNING_ENV, parse_malloc_tuning
+    from mlflow_plugin.allocator import MALLOC_TUNING_ENV
+    from mlflow_plugin.scorer_thread import SCORER_THREAD_ENV
 
-    tuning = parse_malloc_tuning(malloc_tuning, "malloc_tuning")
-    server_env = {MALLOC_TUNING_ENV: str(tuning).lower()} | (
-        {"ODIN_COMPILE": "true"} if compile else {}
-    )
+    setting = "auto" if serving_tunings else "false"
+    tunings = {MALLOC_TUNING_ENV: setting, SCORER_THREAD_ENV: setting}
+    server_env = tunings | ({"ODIN_COMPILE": "true"} if compile else {})
     sizes, kinds = _check_args(batch_sizes, concurrency, requests_per_size, duration_limit_s,
                                workers, formats, file_format)  # fmt: skip
     say: Log = log or (lambda _line: None)
@@ -244,8 +244,7 @@ def run_serve(
         shape = tuple(int(s) for s in det.input_shape_)
         desc += f"; input {shape}, {det.n_classes_} classes, served batch_size {det.batch_size}"
         desc += "; compiled scorer (ODIN_COMPILE=true)" if compile else "; eager scorer"
-        desc += f"; servers' glibc malloc: {MALLOC_TUNING_ENV}={server_env[MALLOC_TUNING_ENV]}"
-        desc += " (tuned for serving)" if tuning else " (glibc's defaults)"
+        desc += "; servers: " + ", ".join(f"{k}={v}" for k, v in tunings.items())
         if "image" in folders and spec is None:
             raise ValueError(f"The image model {folders['image']} has no preprocessing spec.")
         images = _request_images(data, shape, file_format, max(sizes) * 2, seed)
