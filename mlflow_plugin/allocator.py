@@ -53,6 +53,7 @@ __all__ = [
     "SERVING_SETTINGS",
     "MallocTuning",
     "parse_malloc_tuning",
+    "switched_on",
     "tune_malloc",
     "tune_malloc_for_serving",
     "wanted",
@@ -120,6 +121,24 @@ def wanted(setting: Any, environ: Mapping[str, str] | None = None) -> bool:
     return bool(value)
 
 
+def switched_on(setting: Any, key: str, env_var: str) -> bool:
+    """Whether a serving switch is on: ``setting`` (``model_config[key]``), else ``$env_var``.
+
+    Both unset means ``auto``: on inside MLflow's scoring server (:func:`wanted`).
+
+    Raises:
+        ValueError: A value other than true, false or auto, naming where it came from.
+
+    Example:
+        >>> switched_on("off", "malloc_tuning", MALLOC_TUNING_ENV)
+        False
+    """
+    source = f"model_config[{key!r}]"
+    if setting is None:
+        setting, source = os.environ.get(env_var), f"${env_var}"
+    return wanted(parse_malloc_tuning(setting, source))
+
+
 def _mallopt() -> Any | None:
     name = ctypes.util.find_library("c")
     try:
@@ -178,10 +197,7 @@ def tune_malloc_for_serving(setting: Any = None) -> MallocTuning | None:
         ValueError: An unknown setting.
     """
     global _done
-    source = "model_config['malloc_tuning']"
-    if setting is None:
-        setting, source = os.environ.get(MALLOC_TUNING_ENV), f"${MALLOC_TUNING_ENV}"
-    if not wanted(parse_malloc_tuning(setting, source)):
+    if not switched_on(setting, "malloc_tuning", MALLOC_TUNING_ENV):
         return None
     with _lock:
         if _done is None:

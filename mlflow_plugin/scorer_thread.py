@@ -15,7 +15,7 @@ So inside a scoring server the ``odin`` flavour loads (and compiles) the model o
 process-wide thread, ``odin-scorer``, and every request's scoring runs there too; decoding
 stays on the request's thread, so requests still decode while another one scores.
 ``ODIN_SCORER_THREAD`` (or ``model_config["scorer_thread"]``): ``auto`` (default: inside
-MLflow's scoring server, as :func:`mlflow_plugin.allocator.wanted` decides), ``true``,
+MLflow's scoring server, as :func:`mlflow_plugin.allocator.switched_on` decides), ``true``,
 ``false``.
 
 Example:
@@ -27,14 +27,12 @@ Example:
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from mlflow_plugin.allocator import wanted
-from odin_monitor.compiled import parse_compile_setting
+from mlflow_plugin.allocator import switched_on
 
 __all__ = ["SCORER_THREAD_ENV", "ScorerThread", "scorer_for", "shared_scorer"]
 
@@ -91,8 +89,4 @@ def scorer_for(setting: Any = None) -> ScorerThread | None:
         >>> scorer_for("false") is None
         True
     """
-    source = "model_config['scorer_thread']"
-    if setting is None:
-        setting, source = os.environ.get(SCORER_THREAD_ENV), f"${SCORER_THREAD_ENV}"
-    value = "auto" if setting is None else parse_compile_setting(setting, source)
-    return shared_scorer() if wanted(value) else None
+    return shared_scorer() if switched_on(setting, "scorer_thread", SCORER_THREAD_ENV) else None
